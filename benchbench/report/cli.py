@@ -1,0 +1,245 @@
+"""`benchbench-report <results dir> [more dirs] [--out DIR]`: rows -> plots, tables, report.md.
+
+Writes into `<first results dir>/report/` (or --out). Works on a study that is still running;
+failed rows are listed, broken row files are named (report.md and stderr) and never touched.
+Exit codes: 0 ok, 2 missing/empty results dir or another user error (one line, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchbench.errors import BenchbenchError
+from benchbench.report import plots, tables
+from benchbench.report.compare import EqualCompute, equal_compute
+from benchbench.report.load import Study, aggregate_points, dataset_size_slice, load_study
+from benchbench.report.pareto import frontiers
+from benchbench.report.scaling import fit_families, fits_table
+from benchbench.report.summary import findings
+
+FIT_BOOT_MAX = 200  # each bootstrap replicate is a least-squares fit; 200 bound the run time
+INLINE_ROWS = 60  # longer tables are linked, not inlined, in report.md
+
+
+@dataclass
+class Report:
+    out: Path
+    study: Study
+    plots: list[plots.Plot] = field(default_factory=list)
+    tables: dict[str, list[Path]] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+
+def build_report(
+    dirs: Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    metric: str = "top1",
+    compute: str = "train_flops",
+    dataset: str | None = None,
+    formats: Sequence[str] = plots.DEFAULT_FORMATS,
+    n_boot: int = 1000,
+    seed: int = 0,
+    command: str | None = None,
+) -> Report:
+    study = load_study(dirs, metric=metric, compute=compute, dataset=dataset)
+    out = Path(out) if out is not None else study.dirs[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rep = Report(out=out, study=study)
+    points = aggregate_points(study.train)
+    if points.empty:
+        points = points.assign(acc_std=pd.Series(dtype=float), n_seeds=pd.Series(dtype=int))
+
+    data_points, data_note = dataset_size_slice(points)
+    ec: EqualCompute | None = None
+    fits_c, fits_d = {}, {}
+    if not points.empty:
+        ec = equal_compute(points, n_boot=n_boot, seed=seed)
+        nfit = min(n_boot, FIT_BOOT_MAX)
+        fits_c = fit_families(points, "compute", on="frontier", n_boot=nfit, seed=seed)
+        if data_points["train_size"].nunique() >= 2:
+            fits_d = fit_families(data_points, "train_size", on="envelope", n_boot=nfit, seed=seed)
+
+    ylabel = f"{study.metric_label} accuracy [%]" + (f" on {study.dataset}" if study.dataset else "")
+    xlabel = ("Total training compute [FLOPs]" if compute == "train_flops"
+              else "Total pre-training compute [FLOPs]")
+    rep.plots = [
+        plots.compute_accuracy(points, fits_c, out, formats, xlabel=xlabel, ylabel=ylabel),
+        plots.dataset_size(data_points, fits_d, out, formats, ylabel=ylabel, note=data_note),
+        plots.throughput_batch(study.measure, out, formats),
+        plots.patch_size(points, out, formats, ylabel=ylabel),
+        plots.wall_time(points, out, formats, ylabel=ylabel),
+        plots.speed_memory(points, out, formats, ylabel=ylabel),
+    ]
+    if ec is not None:
+        rep.plots.append(plots.equal_compute_plot(ec, out, formats, study.metric_label))
+    else:
+        rep.plots.append(plots.Plot("equal_compute", "Equal-compute comparison",
+                                    skipped=plots.NO_TRAIN))
+
+    tabs: list[tuple[str, str, tuple[pd.DataFrame, pd.DataFrame]]] = []
+    if ec is not None:
+        tabs.append(("equal_compute", "Equal-compute comparison",
+                     tables.equal_compute_table(ec, study.metric)))
+    fraw = fits_table({"compute": fits_c, "dataset size": fits_d})
+    if not fraw.empty:
+        tabs.append(("scaling_fits", "Scaling-law fits, E = a (x + d)^-b + c of error 1 - acc",
+                     tables.fits_table_display(fraw)))
+    front = _frontier_frame(points)
+    if not front.empty:
+        tabs.append(("frontier", "Pareto frontiers per family and overall",
+                     tables.frontier_table(front, study.metric)))
+    tabs.append(("runs", "Runs (ok rows)", tables.runs_table(study)))
+    if not study.not_ok.empty:
+        tabs.append(("failed", "Runs that did not finish ok", tables.failed_table(study)))
+    for name, caption, (raw, disp) in tabs:
+        rep.tables[name] = tables.write_table(raw, disp, out, name, caption=caption)
+
+    rep.findings = findings(study, points, ec, fits_c, fits_d, data_points)
+    rep.path = out / "report.md"
+    rep.path.write_text(_markdown(rep, tabs, command))
+    return rep
+
+
+def _frontier_frame(points: pd.DataFrame) -> pd.DataFrame:
+    parts = []
+    for axis, (col, mini) in tables.AXES.items():
+        if col in points and points[col].notna().any():
+            f = frontiers(points, col, minimize_x=mini)
+            parts.append(f.assign(axis=axis))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _markdown(rep: Report, tabs, command: str | None) -> str:
+    s = rep.study
+    ok = s.df[s.df["status"] == "ok"]
+    n_train = int((ok["task"] != "measure").sum())
+    n_meas = int((ok["task"] == "measure").sum())
+    L = [f"# benchbench report: {', '.join(s.names)}", ""]
+    if command:
+        L += [f"Made by `{command}`.", ""]
+    L += [f"Results: {', '.join(f'`{d}`' for d in s.dirs)}. "
+          f"Rows: {len(ok)} ok ({n_train} train, {n_meas} measure), {len(s.not_ok)} not ok, "
+          f"{len(s.broken)} broken file(s). Accuracy: {s.metric_label}"
+          + (f" on {s.dataset}" if s.dataset else "") + f"; compute axis: `{s.compute}`.", ""]
+    L += ["## Summary", ""] + [f"- {f}" for f in rep.findings] + [""]
+    if s.notes:
+        L += ["## Notes", ""] + [f"- {n}" for n in s.notes] + [""]
+    if not s.not_ok.empty:
+        L += ["## Runs that did not finish ok", ""]
+        for r in s.not_ok.itertuples():
+            err = str(r.error).strip().splitlines()[-1] if isinstance(r.error, str) and r.error.strip() else "no error recorded"
+            L.append(f"- `{r.run_id}` {r.model or '?'} (seed {_int(r.seed)}): **{r.status}**: {err}")
+        L.append("")
+    if s.broken:
+        L += ["## Broken row files (skipped, kept on disk)", ""]
+        L += [f"- `{p}`: {why.removeprefix(f'{p}: ')}" for p, why in s.broken] + [""]
+    L += ["## Plots", ""]
+    for p in rep.plots:
+        L += [f"### {p.title}", ""]
+        if p.skipped:
+            L += [f"*Not drawn: {p.skipped}.*", ""]
+            continue
+        others = ", ".join(f"[{f.suffix[1:].upper()}]({f.name})" for f in p.files if f.suffix != ".png")
+        png = p.png
+        if png is not None:
+            L += [f"![{p.title}]({png.name})", ""]
+        L += [f"{p.caption}" + (f" ({others})" if others else ""), ""]
+    L += ["## Tables", ""]
+    for name, caption, (_, disp) in tabs:
+        L += [f"### {caption}", "", f"Files: [CSV]({name}.csv), [Markdown]({name}.md), "
+              f"[LaTeX]({name}.tex).", ""]
+        L += [tables.to_markdown(disp, max_rows=INLINE_ROWS) if len(disp) else "*No rows.*", ""]
+    return "\n".join(L)
+
+
+def _int(v) -> str:
+    try:
+        return str(int(v)) if v is not None and np.isfinite(float(v)) else "?"
+    except (TypeError, ValueError):
+        return "?"
+
+
+def log_wandb(rep: Report) -> str:
+    """Log the tables and PNGs to wandb (mode from WANDB_MODE, offline by default)."""
+    try:
+        import wandb
+    except ImportError:
+        return "wandb is not installed (pip install 'benchbench[wandb]'): nothing logged."
+    try:
+        run = wandb.init(project=os.environ.get("WANDB_PROJECT", "benchbench"),
+                         name=f"report-{'+'.join(rep.study.names)}", job_type="report",
+                         dir=str(rep.out), mode=os.environ.get("WANDB_MODE", "offline"))
+        try:
+            data = {}
+            for name, paths in rep.tables.items():
+                data[f"table/{name}"] = wandb.Table(dataframe=pd.read_csv(paths[0]))
+            for p in rep.plots:
+                if p.png is not None:
+                    data[f"plot/{p.name}"] = wandb.Image(str(p.png), caption=p.caption)
+            run.log(data)
+        finally:
+            run.finish()
+    except Exception as e:  # a logger must not fail the report that was already written
+        return f"wandb logging failed ({type(e).__name__}: {e}); the report files are complete."
+    return "logged the tables and plots to wandb."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchbench-report",
+        description="Aggregate result rows into plots, tables and report.md.")
+    p.add_argument("dirs", nargs="+", metavar="RESULTS_DIR",
+                   help="results dir(s) holding runs/<run_id>.json (several: studies together)")
+    p.add_argument("--out", help="output folder (default: <first results dir>/report)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5", "fewshot_top1"],
+                   help="accuracy column (default top1)")
+    p.add_argument("--compute", default="train_flops", choices=["train_flops", "pretrain_flops"],
+                   help="compute axis (default train_flops)")
+    p.add_argument("--dataset", help="evaluation dataset to compare on (default: the most common)")
+    p.add_argument("--formats", default=",".join(plots.DEFAULT_FORMATS),
+                   help="plot formats, comma-separated from png,pdf,svg (default png,pdf)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
+    p.add_argument("--wandb", action="store_true", help="also log tables and plots to wandb")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+    try:
+        if bad or not formats:
+            raise BenchbenchError(f"unknown plot format(s) {bad or formats}: use png, pdf and/or svg.")
+        if args.n_boot < 0:
+            raise BenchbenchError("--n-boot must be >= 0.")
+        rep = build_report(args.dirs, out=args.out, metric=args.metric, compute=args.compute,
+                           dataset=args.dataset, formats=formats, n_boot=args.n_boot,
+                           seed=args.seed, command=shlex.join(["benchbench-report", *argv]))
+    except BenchbenchError as e:
+        print(f"benchbench-report: error: {e}", file=sys.stderr)
+        return 2
+    for _, why in rep.study.broken:
+        print(f"benchbench-report: skipped broken row file {why}", file=sys.stderr)
+    if not rep.study.not_ok.empty:
+        print(f"benchbench-report: {len(rep.study.not_ok)} run(s) not ok, listed in report.md",
+              file=sys.stderr)
+    if args.wandb:
+        print(f"benchbench-report: {log_wandb(rep)}", file=sys.stderr)
+    drawn = sum(1 for p in rep.plots if not p.skipped)
+    print(f"wrote {rep.path} ({drawn} plots, {len(rep.tables)} tables)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

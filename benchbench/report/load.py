@@ -1,0 +1,248 @@
+"""Rows -> the frames the report works on: ok train rows, measure rows, failed rows, and
+seed-aggregated "points" (one per config, seeds pooled as mean, s.d. and the raw values).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchbench.errors import ResultsError
+from benchbench.results import identity_config, load_dataframe
+
+FAMILY_ORDER = ("vit", "hybrid", "bit", "resnet", "timm")
+FAMILY_LABEL = {"vit": "ViT", "hybrid": "Hybrid", "bit": "BiT", "resnet": "ResNet", "timm": "timm"}
+METRIC_LABEL = {"top1": "top-1", "top5": "top-5", "fewshot_top1": "few-shot top-1"}
+COMPUTE_COLUMNS = ("train_flops", "pretrain_flops")
+
+# Columns that identify a point when a row has no config dict (older or hand-made rows).
+POINT_COLUMNS = (
+    "task", "family", "model", "patch_size", "image_size", "num_classes", "dataset",
+    "train_size", "samples_seen", "batch_size", "steps", "epochs", "lr", "precision",
+    "pretrain_dataset", "pretrain_train_size", "fewshot_shots",
+)
+
+
+def family_label(f: str) -> str:
+    return FAMILY_LABEL.get(f, str(f))
+
+
+def family_sort_key(f: str) -> tuple[int, str]:
+    return (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), str(f))
+
+
+def families_in(df: pd.DataFrame) -> list[str]:
+    return sorted(df["family"].dropna().unique(), key=family_sort_key)
+
+
+def _strip_seed(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _strip_seed(v) for k, v in obj.items() if k != "seed"}
+    if isinstance(obj, list | tuple):
+        return [_strip_seed(v) for v in obj]
+    return obj
+
+
+def point_key(row: Mapping[str, Any]) -> str:
+    """Rows with the same key are the same config except for the seed (any key named
+    `seed` in the resolved config, at any depth); without a config, POINT_COLUMNS decide."""
+    cfg = row.get("config")
+    if isinstance(cfg, Mapping) and cfg:
+        blob: Any = _strip_seed(identity_config(cfg))
+    else:
+        blob = {c: row.get(c) for c in POINT_COLUMNS}
+    return json.dumps(blob, sort_keys=True, default=str)
+
+
+def _config_get(cfg: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(cfg, Mapping):
+            return None
+        cfg = cfg.get(k)
+    return cfg
+
+
+def _number(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f
+
+
+@dataclass
+class Study:
+    """Everything the report needs, split once."""
+
+    dirs: list[Path]
+    df: pd.DataFrame  # all rows, as loaded
+    broken: list[tuple[Path, str]]
+    train: pd.DataFrame  # ok train rows on `dataset` with `acc` (fraction) and `compute`
+    measure: pd.DataFrame  # ok measure-only rows
+    not_ok: pd.DataFrame  # status != ok
+    metric: str
+    compute: str
+    dataset: str | None
+    names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def metric_label(self) -> str:
+        return METRIC_LABEL.get(self.metric, self.metric)
+
+
+def load_study(
+    dirs: str | os.PathLike | Sequence[str | os.PathLike],
+    metric: str = "top1",
+    compute: str = "train_flops",
+    dataset: str | None = None,
+) -> Study:
+    """Load one or several results dirs. Raises ResultsError for a missing dir or one with
+    no row files at all (the CLI turns that into exit code 2)."""
+    if isinstance(dirs, str | os.PathLike):
+        dirs = [dirs]
+    dirs = [Path(d) for d in dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise ResultsError(f"no results dir at {d}: run a study first or pass its results dir.")
+    if metric not in METRIC_LABEL:
+        raise ResultsError(f"unknown metric '{metric}'. Valid metrics: {', '.join(METRIC_LABEL)}.")
+    if compute not in COMPUTE_COLUMNS:
+        raise ResultsError(
+            f"unknown compute column '{compute}'. Valid: {', '.join(COMPUTE_COLUMNS)}."
+        )
+    df, broken = load_dataframe(dirs)
+    if df.empty and not broken:
+        where = ", ".join(str(d / "runs") for d in dirs)
+        raise ResultsError(f"no result rows (*.json) under {where}: run a study first.")
+    df = df.reset_index(drop=True)
+    notes: list[str] = []
+
+    task_cfg = df["config"].map(lambda c: _config_get(c, "task", "name"))
+    df["task"] = df["task"].where(df["task"].notna(), task_cfg).fillna("train")
+    df["point"] = [point_key(r) for r in df.to_dict("records")]
+    df["budget"] = df["config"].map(lambda c: _number(_config_get(c, "train", "flops")))
+    df["world_size"] = pd.to_numeric(df["world_size"], errors="coerce")
+    df["device_hours"] = df["wall_s"] / 3600.0 * df["world_size"].fillna(1)
+
+    ok = df["status"] == "ok"
+    measure = df[ok & (df["task"] == "measure")].copy()
+    train = df[ok & (df["task"] != "measure")].copy()
+    not_ok = df[~ok].copy()
+
+    if metric == "top1" and train["top1"].notna().sum() == 0 and train["fewshot_top1"].notna().any():
+        metric = "fewshot_top1"
+        notes.append("No row has top-1; accuracy is the few-shot top-1 (fewshot_top1).")
+    no_metric = train[metric].isna()
+    if no_metric.any():
+        notes.append(f"{int(no_metric.sum())} ok train row(s) have no {metric}; left out.")
+    train = train[~no_metric]
+
+    if compute != "train_flops":
+        notes.append(f"The compute axis is `{compute}` (not train_flops).")
+    counts = train["dataset"].fillna("?").value_counts()
+    if dataset is None and len(counts):
+        dataset = sorted(counts.index, key=lambda k: (-counts[k], k))[0]
+    if dataset is not None and len(counts):
+        if dataset not in counts.index:
+            raise ResultsError(
+                f"no ok rows on dataset '{dataset}'. Datasets in these rows: "
+                f"{', '.join(map(str, counts.index))}."
+            )
+        others = {k: int(v) for k, v in counts.items() if k != dataset}
+        if others:
+            notes.append(
+                f"Accuracy is compared on {dataset} only; rows on other datasets are in the "
+                f"run table but not in the plots: "
+                + ", ".join(f"{k} ({v})" for k, v in others.items())
+                + ". Pick one with --dataset."
+            )
+        train = train[train["dataset"].fillna("?") == dataset]
+    train["acc"] = train[metric].astype(float)
+    train["compute"] = train[compute].astype(float)
+    if compute != "train_flops":
+        train["budget"] = np.nan  # config budgets (train.flops) are not on this axis
+    train = fill_speed_from_measure(train, measure)
+    names = sorted({str(s) for s in df["study"].dropna()}) or [d.name for d in dirs]
+    return Study(
+        dirs=dirs, df=df, broken=list(broken), train=train.reset_index(drop=True),
+        measure=measure.reset_index(drop=True), not_ok=not_ok.reset_index(drop=True),
+        metric=metric, compute=compute, dataset=dataset, names=names, notes=notes,
+    )
+
+
+SPEED_COLUMNS = ("infer_img_per_s", "peak_mem_bytes", "max_batch_size")
+
+
+def fill_speed_from_measure(train: pd.DataFrame, measure: pd.DataFrame) -> pd.DataFrame:
+    """Train rows without a speed/memory measurement take the median of the measure rows of
+    the same model and input size (how Figure 12 pairs with Figure 5); marked in
+    `speed_from_measure`."""
+    train = train.copy()
+    train["speed_from_measure"] = False
+    if measure.empty or train.empty:
+        return train
+    med = measure.groupby(["model", "image_size"])[list(SPEED_COLUMNS)].median()
+    for c in SPEED_COLUMNS:
+        missing = train[c].isna()
+        if not missing.any():
+            continue
+        keys = zip(train.loc[missing, "model"], train.loc[missing, "image_size"])
+        vals = np.array([med[c].get(k, np.nan) if k in med.index else np.nan for k in keys])
+        train.loc[missing, c] = vals
+        filled = missing.copy()
+        filled[missing] = ~np.isnan(vals)
+        train["speed_from_measure"] = train["speed_from_measure"] | filled
+    return train
+
+
+def aggregate_points(
+    rows: pd.DataFrame, value: str = "acc", by: Iterable[str] = ("point",)
+) -> pd.DataFrame:
+    """One row per point: descriptive columns of the first seed, medians of the numeric
+    measurement columns, and `value` as mean, s.d. (ddof=1), n and the raw values."""
+    by = list(by)
+    if rows.empty:
+        cols = list(rows.columns) + [f"{value}_std", "n_seeds", f"{value}_values"]
+        return pd.DataFrame(columns=cols)
+    rows = rows[rows[value].notna()]
+    out = []
+    for _, g in rows.groupby(by, sort=False, dropna=False):
+        first = g.iloc[0].to_dict()
+        for c in ("compute", "train_flops", "infer_img_per_s", "peak_mem_bytes",
+                  "max_batch_size", "device_hours", "wall_s", "flops_per_image", "params"):
+            if c in g:
+                first[c] = g[c].median()
+        vals = g[value].to_numpy(dtype=float)
+        first[value] = float(vals.mean())
+        first[f"{value}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+        first["n_seeds"] = len(vals)
+        first[f"{value}_values"] = tuple(vals)
+        first["seeds"] = tuple(g["seed"].tolist())
+        out.append(first)
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def model_base(model: str) -> str:
+    """'ViT-B/16' -> 'ViT-B' (the size without the patch)."""
+    return str(model).split("/")[0]
+
+
+def dataset_size_slice(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Points for the dataset-size axis. When the configs set compute budgets (train.flops),
+    only the budget that spans the most dataset sizes is kept: a compute sweep done at the
+    full size must not make the largest size look better than the data alone makes it."""
+    d = points[points["train_size"].notna()]
+    if "budget" in d and d["budget"].notna().any():
+        n = d.groupby("budget")["train_size"].nunique()
+        if n.max() >= 2 and d["budget"].nunique() > 1:
+            b = float(n.idxmax())
+            m, e = f"{b:.1e}".split("e")
+            return d[d["budget"] == b], f"at the budget {m}e{int(e)} FLOPs (the one with the most dataset sizes)"
+    return d, ""

@@ -1,0 +1,258 @@
+"""The row: schema, run ids, atomic writes, provenance, and loading a study into pandas.
+
+The row is the interface (STYLE habit 6): one JSON file per run at
+`<results.dir>/runs/<run_id>.json`; the report, the tables and wandb read only rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from benchbench.errors import ResultsError
+
+SCHEMA_VERSION = 1
+
+# Contract (DESIGN.md "Row schema"); order is the column order of tables and CSVs.
+ROW_FIELDS: tuple[str, ...] = (
+    "run_id", "study", "status", "error", "family", "model", "patch_size", "image_size",
+    "num_classes", "params", "flops_per_image", "train_flops", "samples_seen", "dataset",
+    "train_size", "seed", "top1", "top5", "fewshot_top1", "infer_img_per_s", "train_img_per_s",
+    "peak_mem_bytes", "max_batch_size", "mfu", "device", "precision", "torch_version",
+    "timm_version", "git_sha", "started_at", "wall_s", "config",
+)
+# Extra columns beyond the contract (all nullable); documented in the README.
+EXTRA_FIELDS: tuple[str, ...] = (
+    "schema_version", "task", "batch_size", "steps", "epochs", "lr", "final_loss",
+    "diverged_step", "train_wall_s", "overhead_s", "infer_img_per_s_spread",
+    "train_img_per_s_spread", "peak_mem_train_bytes", "peak_mem_infer_bytes", "peak_flops",
+    "macs_per_image", "fewshot_shots", "resumed", "hostname", "world_size",
+    "pretrain_run_id", "pretrain_dataset", "pretrain_train_size", "pretrain_flops",
+    "finetune_flops", "fewshot", "peak_mem_sum_bytes", "eval_samples", "retry_of",
+)
+STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
+
+# Keys that do not change what a run computes: excluded from the run_id hash.
+_NON_IDENTITY_KEYS = (
+    "results", "hydra", "wandb", "study", "quiet", "verbose", "progress", "local_gpus", "threads",
+    "distributed",  # how many GPUs run a point does not change it (the row has world_size)
+)
+
+
+class NewerSchemaError(ResultsError):
+    """A row written by a newer benchbench: read it with that version; never overwrite it."""
+
+
+_SECRET_RE = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
+_SECRET_ARG_RE = re.compile(
+    r"([\w.+~/-]*(?:api[_-]?key|token|secret|password|passwd|credential)[\w.-]*)=([^,\s'\"]+)",
+    re.I)
+
+
+def empty_row() -> dict[str, Any]:
+    """A row with every column present and null (never a made-up value)."""
+    row = {k: None for k in ROW_FIELDS + EXTRA_FIELDS}
+    row["schema_version"] = SCHEMA_VERSION
+    return row
+
+
+def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that defines what a run computes."""
+    out = {k: v for k, v in cfg.items() if k not in _NON_IDENTITY_KEYS}
+    train = dict(out.get("train") or {})
+    for k in ("checkpoint_every_s", "log_every", "save_final",  # how, not what
+              "micro_batch_size", "grad_checkpointing", "retry_diverged_lr_factor"):
+        train.pop(k, None)
+    if train:
+        out["train"] = train
+    return out
+
+
+def run_id_of(cfg: Mapping[str, Any]) -> str:
+    """Stable 12-hex-digit hash of the resolved config minus output/launcher keys."""
+    blob = json.dumps(identity_config(cfg), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def redact(obj: Any) -> Any:
+    """Replace the value of any key that looks like a secret (api_key, token, ...), also
+    inside `key=value` strings (command-line overrides: +wandb.api_key=...)."""
+    if isinstance(obj, str):
+        return _SECRET_ARG_RE.sub(r"\1=***", obj)
+    if isinstance(obj, Mapping):
+        return {
+            k: ("***" if _SECRET_RE.search(str(k)) and v not in (None, "") else redact(v))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def row_path(results_dir: str | os.PathLike, run_id: str) -> Path:
+    return Path(results_dir) / "runs" / f"{run_id}.json"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temp file in the same directory + fsync + rename: readers see the old
+    file or the new one, never half of one; a failure (disk full) leaves the old file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ResultsError(
+            f"cannot write to {path.parent}: {e.strerror}. Set results.dir=<a writable folder>."
+        ) from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_row(row: Mapping[str, Any], results_dir: str | os.PathLike) -> Path:
+    """Write one row atomically to `<results_dir>/runs/<run_id>.json`; returns the path."""
+    assert row.get("run_id"), "a row needs a run_id"
+    assert row.get("status") in STATUSES, f"bad status {row.get('status')!r}"
+    full = empty_row()
+    full.update(row)
+    full["config"] = redact(_finite(full.get("config")))
+    path = row_path(results_dir, full["run_id"])
+    atomic_write_text(path, json.dumps(full, indent=1, default=_json_default, allow_nan=False) + "\n")
+    return path
+
+
+def _finite(obj: Any) -> Any:
+    """Config values inf/nan (train.epochs=inf) as the strings the user typed: JSON has no inf."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy / torch scalars
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def sanitize(value: Any) -> Any:
+    """NaN/inf -> None (JSON has no NaN; a metric that is not a number was not measured)."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
+
+
+def read_row(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one row; a broken file raises ResultsError naming the file (never deletes it)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8/JSON, huge ints
+        raise ResultsError(f"{path}: not a readable JSON row ({type(e).__name__}: {str(e)[:200]}); "
+                           f"it is kept, not deleted.") from None
+    if not isinstance(data, dict) or "run_id" not in data or "status" not in data:
+        raise ResultsError(f"{path}: not a benchbench row (no run_id/status); it is kept.")
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int):
+        raise ResultsError(f"{path}: schema_version {version!r} is not an integer; it is kept.")
+    if version > SCHEMA_VERSION:
+        raise NewerSchemaError(
+            f"{path}: row schema version {version!r} is newer than this benchbench "
+            f"({SCHEMA_VERSION}); upgrade benchbench to read it."
+        )
+    row = empty_row()
+    row.update(data)  # older schema: missing columns become null
+    return row
+
+
+def iter_row_files(results_dir: str | os.PathLike) -> list[Path]:
+    root = Path(results_dir)
+    if (root / "runs").is_dir():
+        root = root / "runs"
+    skip = {"report", "logs", "ckpt", "wandb", "status"}  # not rows (report/wandb, sweep status)
+    return sorted(
+        p for p in root.rglob("*.json")
+        if not p.name.startswith(".") and not skip & set(p.relative_to(root).parts[:-1])
+    )
+
+
+def load_rows(
+    results_dirs: str | os.PathLike | Iterable[str | os.PathLike],
+) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """All rows under one or more results dirs, and the (file, reason) of each broken one."""
+    if isinstance(results_dirs, str | os.PathLike):
+        results_dirs = [results_dirs]
+    rows, broken = [], []
+    for d in results_dirs:
+        if not Path(d).exists():
+            raise ResultsError(f"no results at {d}: run a study first or pass its results dir.")
+        for p in iter_row_files(d):
+            try:
+                rows.append(read_row(p))
+            except ResultsError as e:
+                broken.append((p, str(e)))
+    return rows, broken
+
+
+def load_dataframe(results_dirs: Any):
+    """Rows of one or several studies as one typed pandas DataFrame (+ broken files)."""
+    import pandas as pd
+
+    rows, broken = load_rows(results_dirs)
+    df = pd.DataFrame(rows, columns=list(ROW_FIELDS + EXTRA_FIELDS))
+    num = ["patch_size", "image_size", "num_classes", "params", "flops_per_image",
+           "train_flops", "samples_seen", "train_size", "seed", "top1", "top5", "fewshot_top1",
+           "infer_img_per_s", "train_img_per_s", "peak_mem_bytes", "max_batch_size", "mfu",
+           "wall_s", "batch_size", "steps", "train_wall_s", "overhead_s", "pretrain_flops",
+           "finetune_flops"]
+    for c in num:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df, broken
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+            timeout=5, cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict[str, Any]:
+    """Versions, git sha, host and start time of this process, for every row."""
+    import socket
+
+    import timm
+    import torch
+
+    return {
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "git_sha": git_sha(),
+        "hostname": socket.gethostname(),
+        "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

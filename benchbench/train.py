@@ -1,0 +1,517 @@
+"""The training loop and evaluation: budget -> steps, deterministic resumable batches,
+divergence as a status, top-1/top-5, and the paper's closed-form few-shot probe.
+
+Reads top to bottom: Budget, schedule, Checkpoints, train(), evaluate(), fewshot_probe().
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchbench.errors import ConfigError
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN/inf; the run ends with status 'diverged'."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss became {loss} at step {step}; lower train.lr or raise warm-up")
+        self.step = step
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal stopped training after a checkpoint was written; a relaunch resumes.
+    A KeyboardInterrupt so that it stops the whole sweep (Hydra's launchers catch only
+    Exception), as Ctrl-C should."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        name = signal.Signals(signum).name
+        where = (f"checkpoint {checkpoint} (relaunch resumes)" if checkpoint is not None else
+                 "no checkpoint could be written (a relaunch starts the point again)")
+        super().__init__(f"{name} at step {step}; {where}")
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int
+    global_batch: int
+
+    @property
+    def samples(self) -> int:
+        return self.steps * self.global_batch
+
+
+MAX_STEPS = 10**10  # far beyond any real run; a larger budget is a typo (e.g. flops in the wrong unit)
+MAX_BATCH = 2**24
+
+
+def resolve_budget(tcfg: Any, *, flops_per_image: int | None, steps_per_epoch: int) -> Budget:
+    """train.flops if set, else train.steps, else train.epochs -> a whole number of steps."""
+    bs = int(_positive(tcfg, "batch_size", whole=True, limit=MAX_BATCH))
+    if tcfg.get("flops") is not None:
+        flops = _positive(tcfg, "flops")
+        assert flops_per_image, "a FLOP budget needs the model's FLOPs per image"
+        # 3 x forward FLOPs per image seen (forward + backward ~ 2x forward; Kaplan et al. 2020)
+        raw, key = float(flops) / (3.0 * float(flops_per_image) * bs), "flops"
+    elif tcfg.get("steps") is not None:
+        raw, key = float(_positive(tcfg, "steps", whole=True)), "steps"
+    else:
+        epochs = _positive(tcfg, "epochs", hint="; or set train.steps / train.flops")
+        raw, key = float(epochs) * steps_per_epoch, "epochs"
+    if not raw <= MAX_STEPS:  # also catches inf
+        raise ConfigError(f"train.{key}={tcfg.get(key)!r} means more than {MAX_STEPS:.0e} steps: "
+                          "too large to be meant; check its unit.")
+    steps = max(1, math.ceil(raw) if key == "flops" else round(raw))
+    return Budget(steps=steps, global_batch=bs)
+
+
+def _positive(tcfg: Any, key: str, *, whole: bool = False, hint: str = "",
+              limit: float | None = None) -> float:
+    """train.<key> as a finite number > 0 (whole if asked): never truncated silently."""
+    v = tcfg.get(key)
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and (
+        not isinstance(v, float) or (math.isfinite(v) and (not whole or v.is_integer())))
+    if not ok:
+        kind = "a whole number" if whole else "finite"
+        raise ConfigError(f"train.{key} must be positive ({kind}), got {v!r}{hint}.")
+    if limit is not None and v > limit:
+        raise ConfigError(f"train.{key}={v!r} is larger than {limit:.0f}: too large to be meant.")
+    return v
+
+
+def lr_lambda(tcfg: Any, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine / linear decay to 0 / constant (paper: linear, cosine)."""
+    warm = int(round(float(tcfg.get("warmup_frac") or 0.0) * total_steps))
+    kind = tcfg.get("schedule", "cosine")
+    if kind not in ("cosine", "linear", "constant"):
+        raise ConfigError(f"unknown train.schedule '{kind}'. Valid: cosine, linear, constant.")
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        frac = (step - warm) / max(1, total_steps - warm)
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        if kind == "linear":
+            return max(0.0, 1 - frac)
+        return 1.0
+
+    return f
+
+
+def make_optimizer(model: nn.Module, tcfg: Any, device: torch.device) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2
+
+    name = tcfg.get("optimizer", "adamw")
+    if name not in ("adamw", "sgd"):
+        raise ConfigError(f"unknown train.optimizer '{name}'. Valid: adamw, sgd.")
+    kw: dict[str, Any] = {}
+    if name == "adamw":
+        kw["betas"] = tuple(tcfg.get("betas") or (0.9, 0.999))
+        if device.type == "cuda":
+            kw["fused"] = True  # one kernel for the whole update
+    else:
+        kw["momentum"] = float(tcfg.get("momentum", 0.9))
+    # timm's param groups: no weight decay on biases and norm scales.
+    return create_optimizer_v2(
+        model, opt=name, lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)),
+        **kw,
+    )
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic torch.save (temp file + rename): a crash mid-write keeps the previous one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    """Load with weights_only=True; refuse a checkpoint written for a different config."""
+    from benchbench.errors import BenchbenchError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise BenchbenchError(
+            f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start over."
+        ) from None
+    theirs = state.get("identity")
+    if theirs != identity:
+        diff = _dict_diff(theirs or {}, identity)
+        raise BenchbenchError(
+            f"checkpoint {path} was written for a different config ({diff}); "
+            f"delete it or restore that config."
+        )
+    return state
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def _dict_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    fa, fb = _flat(a), _flat(b)
+    keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+    return "; ".join(f"{k}: {fa.get(k)!r} there vs {fb.get(k)!r} here" for k in keys[:5]) or "?"
+
+
+class SignalCatcher:
+    """Turns SIGTERM/SIGINT/SIGUSR2 into a flag checked at step boundaries, so the loop can
+    checkpoint before stopping. The previous handler (e.g. submitit's requeue on SIGUSR2)
+    is called after the checkpoint is written."""
+
+    SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalCatcher:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals can only be handled in the main thread
+        for name in self.SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signum = signum
+
+    def chain(self) -> None:
+        """Call the handler that was installed before ours (submitit requeues here)."""
+        old = self._old.get(self.signum) if self.signum is not None else None
+        if callable(old) and old not in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler):
+            old(self.signum, None)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ---- the loop ----------------------------------------------------------------------------
+SYNC_EVERY = 10  # steps between loss checks (and, under DDP, the ranks' stop/divergence vote)
+
+@dataclass
+class TrainResult:
+    steps: int
+    samples_seen: int
+    final_loss: float | None
+    train_wall_s: float
+    train_img_per_s: float | None
+    peak_mem_train_bytes: int | None
+    resumed: bool
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(
+    model: nn.Module,
+    batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+    *,
+    tcfg: Any,
+    budget: Budget,
+    device: torch.device,
+    precision: str = "fp32",
+    seed: int = 0,
+    ckpt_path: Path | None = None,
+    identity: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainResult:
+    """Train `model` for `budget.steps` steps on `batches(start_step)`; resumable.
+
+    `batches(k)` must yield the batch of global step k first (so a resumed run sees the
+    same batches as one that never stopped). Dropout/augmentation RNG is re-seeded from
+    (seed, step) each step for the same reason.
+
+    Under DDP (`world_size` > 1, `model` wrapped by benchbench.distributed.wrap_ddp)
+    `batches` yields this rank's slice of the global batch; steps count global batches, so
+    the schedule is the one-GPU schedule. `tcfg.micro_batch_size` splits the slice into
+    micro-batches whose gradients accumulate (no all-reduce but on the last). Only rank 0
+    writes checkpoints; every rank loads them. Ranks agree on stopping (signal) and on
+    divergence through one small all-reduce every SYNC_EVERY steps.
+    """
+    from benchbench import distributed
+
+    dist_on = world_size > 1
+    main = rank == 0
+    local_bs = budget.global_batch // world_size
+    micro = int(tcfg.get("micro_batch_size") or 0) or local_bs
+    if micro <= 0:
+        raise ConfigError(f"train.micro_batch_size must be positive, got {micro}.")
+    opt = make_optimizer(model, tcfg, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg, budget.steps))
+    crit = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing") or 0.0))
+    clip = tcfg.get("grad_clip")
+    ckpt_every = float(tcfg.get("checkpoint_every_s") or 0)
+    start, resumed = 0, False
+    has_ckpt = ckpt_path is not None and ckpt_path.exists()
+    if dist_on:  # rank 0 decides (a shared filesystem may answer ranks differently)
+        has_ckpt = distributed.broadcast_object(has_ckpt)
+    if has_ckpt:
+        state = load_checkpoint(ckpt_path, identity or {})
+        _unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, resumed = int(state["step"]), True
+
+    def checkpoint(step: int) -> Path | None:
+        """Save; returns the checkpoint a relaunch can resume from (None: there is none).
+        A failed save (read-only or full disk) is a warning, not the end of the run."""
+        if ckpt_path is None or not main:
+            return ckpt_path
+        try:
+            save_checkpoint(ckpt_path, {
+                "model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "step": step, "identity": identity or {},
+            })
+        except OSError as e:
+            warnings.warn(f"cannot write checkpoint {ckpt_path} ({e.strerror or e})", stacklevel=2)
+            return ckpt_path if ckpt_path.exists() else None  # an older one still resumes
+        return ckpt_path
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bar = _progress(budget.steps, start, progress and main)
+    model.train()
+    loss_val: float | None = None
+    timed_from, timed_t0 = None, 0.0  # img/s excludes the first steps (warm-up, compile)
+    warm_steps = min(5, max(0, (budget.steps - start) // 4))
+    t_start = time.perf_counter()
+    last_ckpt = time.monotonic()
+    step = start
+    with SignalCatcher() as sig:
+        it = batches(start)
+        for step in range(start, budget.steps):
+            if sig.signum is not None and not dist_on:
+                saved = checkpoint(step)
+                sig.chain()
+                raise Interrupted(sig.signum, step, saved)
+            if step - start == warm_steps:
+                _sync(device)
+                timed_from, timed_t0 = step, time.perf_counter()
+            # dropout / drop-path: resumable, and independent across ranks' slices
+            torch.manual_seed(seed * 1_000_003 + step + rank * 7_919_000_003)
+            x, y = next(it)
+            if micro >= len(y):
+                with _autocast(device, precision):
+                    logits = model(x)
+                    loss = crit(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            else:
+                opt.zero_grad(set_to_none=True)
+                loss = _accumulate(model, crit, x, y, micro, device, precision)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+            opt.step()
+            sched.step()
+            log_now = step % SYNC_EVERY == 0 or step == budget.steps - 1
+            if log_now or on_step is not None:
+                if dist_on:  # mean loss and "any rank signalled", in one all-reduce
+                    flag = 0.0 if sig.signum is None else 1.0
+                    both = torch.stack([loss.detach().float(),
+                                        torch.tensor(flag, device=loss.device)])
+                    loss_val, stop = distributed.all_reduce_sum(both).tolist()
+                    loss_val /= world_size
+                    if stop:
+                        saved = checkpoint(step + 1)
+                        distributed.barrier()  # the checkpoint is complete before any exit
+                        sig.chain()
+                        raise Interrupted(sig.signum or signal.SIGTERM, step + 1, saved)
+                else:
+                    loss_val = float(loss.detach())  # a sync; only every few steps
+                if not math.isfinite(loss_val):
+                    raise Diverged(step, loss_val)
+                if on_step is not None:
+                    on_step(step, loss_val)
+                if bar is not None:
+                    elapsed = time.perf_counter() - t_start
+                    bar.set_postfix(loss=f"{loss_val:.3f}",
+                                    img_s=f"{(step + 1 - start) * budget.global_batch / max(elapsed, 1e-9):.0f}")
+            if bar is not None:
+                bar.update(1)
+            if ckpt_every and time.monotonic() - last_ckpt > ckpt_every:
+                checkpoint(step + 1)
+                last_ckpt = time.monotonic()
+        _sync(device)
+    t_end = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    final = (loss_val if dist_on else float(loss.detach())) if budget.steps > start else None
+    if final is not None and not math.isfinite(final):
+        raise Diverged(budget.steps - 1, final)
+    img_s = None
+    if timed_from is not None and budget.steps - timed_from > 0:
+        img_s = (budget.steps - timed_from) * budget.global_batch / max(t_end - timed_t0, 1e-9)
+    mem = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    if ckpt_path is not None and main:
+        with contextlib.suppress(OSError):
+            ckpt_path.unlink()  # finished: the row is the record now
+    return TrainResult(
+        steps=budget.steps, samples_seen=budget.samples, final_loss=final,
+        train_wall_s=t_end - t_start, train_img_per_s=img_s, peak_mem_train_bytes=mem,
+        resumed=resumed,
+    )
+
+
+def _accumulate(model: nn.Module, crit: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                micro: int, device: torch.device, precision: str) -> torch.Tensor:
+    """Forward/backward `x` in micro-batches of `micro`; each loss is weighted by its share
+    of the slice, so the summed gradient is the gradient of the slice's mean loss. DDP's
+    all-reduce runs on the last micro-batch only. Returns the slice's mean loss."""
+    from benchbench.distributed import no_sync
+
+    chunks = list(zip(x.split(micro), y.split(micro)))
+    total = None
+    for i, (xm, ym) in enumerate(chunks):
+        last = i == len(chunks) - 1
+        with contextlib.nullcontext() if last else no_sync(model):
+            with _autocast(device, precision):
+                part = crit(model(xm).float(), ym) * (len(ym) / len(y))
+            part.backward()
+        total = part.detach() if total is None else total + part.detach()
+    assert total is not None
+    return total
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+def _progress(total: int, start: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (logs of cluster jobs stay clean)
+    return tqdm(total=total, initial=start, desc="train", unit="step", leave=False,
+                dynamic_ncols=True, disable=None)
+
+
+# ---- evaluation --------------------------------------------------------------------------
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_classes: int,
+    device: torch.device,
+    precision: str = "fp32",
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Top-1 and top-5 accuracy (fractions) over every held-out sample exactly once.
+    `all_reduce` sums the counts across ranks under DDP."""
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64, device=device)  # n, top1, top5
+    k = min(5, num_classes)
+    for x, y in batches:
+        with _autocast(device, precision):
+            logits = model(x)
+        top = logits.float().topk(k, dim=1).indices
+        hit = top == y[:, None]
+        counts += torch.stack([
+            torch.tensor(float(len(y)), device=device, dtype=torch.float64),
+            hit[:, 0].sum().double(), hit.any(1).sum().double(),
+        ])
+    if all_reduce is not None:
+        counts = all_reduce(counts)
+    n, t1, t5 = counts.tolist()
+    model.train()
+    if n == 0:
+        return {"top1": None, "top5": None, "eval_samples": 0}
+    return {"top1": t1 / n, "top5": t5 / n if num_classes >= 5 else None, "eval_samples": int(n)}
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], *,
+    device: torch.device, precision: str = "fp32",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from benchbench.models import features
+
+    model.eval()
+    feats, labels = [], []
+    for x, y in batches:
+        with _autocast(device, precision):
+            f = features(_unwrap(model), x)
+        feats.append(f.float().cpu())
+        labels.append(y.cpu())
+    model.train()
+    return torch.cat(feats), torch.cat(labels)
+
+
+def fewshot_probe(
+    train_feats: torch.Tensor, train_labels: torch.Tensor,
+    test_feats: torch.Tensor, test_labels: torch.Tensor, *,
+    num_classes: int, shots: int, seeds: int = 3, l2: float = 1024.0,
+) -> dict[str, Any]:
+    """The paper's few-shot linear probe: closed-form regularised least squares from frozen
+    features to {-1, 1}^K targets (big_vision evaluators/fewshot; l2 = 2^10), `shots`
+    images per class, averaged over `seeds` draws. Returns accuracy as a fraction."""
+    accs = []
+    for s in range(seeds):
+        g = torch.Generator().manual_seed(s)
+        idx = []
+        for c in range(num_classes):
+            cls = (train_labels == c).nonzero().flatten()
+            if len(cls) < shots:
+                raise ConfigError(
+                    f"few-shot needs {shots} images of class {c}, the train split has {len(cls)}; "
+                    f"lower eval.fewshot_shots or raise data.train_size."
+                )
+            idx.append(cls[torch.randperm(len(cls), generator=g)[:shots]])
+        ix = torch.cat(idx)
+        x = train_feats[ix].double()
+        mu = x.mean(0, keepdim=True)  # centre features (big_vision does the same)
+        x = x - mu
+        y = F.one_hot(train_labels[ix], num_classes).double() * 2 - 1
+        # W = (X^T X + l2 I)^-1 X^T Y, plus a bias = mean target
+        a = x.T @ x + l2 * torch.eye(x.shape[1], dtype=x.dtype)
+        w = torch.linalg.solve(a, x.T @ y)
+        b = y.mean(0, keepdim=True)
+        pred = ((test_feats.double() - mu) @ w + b).argmax(1)
+        accs.append((pred == test_labels).double().mean().item())
+    return {"fewshot_top1": sum(accs) / len(accs), "fewshot_top1_per_seed": accs, "fewshot_shots": shots}

@@ -1,0 +1,45 @@
+"""Shared fixtures: real entry points on CPU with tiny limits and tmp_path (STYLE habit 11)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # pytest -n 2 on 2 cores: one thread per worker
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+# Overrides that shrink a run to about a second on a 2-core CPU.
+TINY = [
+    "quiet=true", "data.train_size=256", "data.test_size=128", "train.batch_size=64",
+    "train.epochs=1", "eval.batch_size=128",
+]
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """Call `benchbench` in-process: run_cli(*overrides) -> (exit code, results dir)."""
+    from benchbench import cli
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*overrides: str, results: Path | None = None, tiny: bool = True):
+        rdir = results or (tmp_path / "results")
+        args = [*(TINY if tiny else []), f"results.dir={rdir}", *overrides]
+        return cli.main(args), rdir
+
+    return run

@@ -1,0 +1,81 @@
+"""Every config group option composes; every study file expands to valid points (STYLE 11)."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from benchbench import cli, models
+
+CONF = str(REPO / "conf")
+STUDIES = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+
+
+def _compose(overrides):
+    cli._register_resolvers()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+@pytest.mark.parametrize("group", ["model", "data", "train", "task"])
+def test_every_group_option_composes(group):
+    for opt in cli.group_options(group):
+        cfg = _compose([f"{group}={opt}"])
+        assert cfg[group] is not None
+
+
+def test_study_files_are_the_study_group_and_carry_a_header():
+    assert set(STUDIES) == set(cli.group_options("study"))
+    assert {"demo", "fashion_mnist_scaling", "paper_fig5", "paper_fig3_4", "paper_fig12"} <= set(STUDIES)
+    for s in STUDIES:
+        text = (REPO / "sweeps" / f"{s}.yaml").read_text()
+        for word in ("# Question:", "# Command", "# Runtime:", "# Rows:"):
+            assert word in text, f"sweeps/{s}.yaml lacks '{word}'"
+
+
+def _grid(cfg):
+    params = cfg.hydra.sweeper.params or {}
+    keys = list(params)
+    values = [str(params[k]).split(",") for k in keys]
+    return [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*values)]
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_point_of_every_study_is_valid_and_builds(study):
+    base = _compose([f"study={study}"])
+    assert base.hydra.mode.name == "MULTIRUN" and base.study.name == study
+    points = _grid(base)
+    assert points
+    ids = set()
+    for over in points:
+        cfg = _compose([f"study={study}", *over])
+        d = cli.resolved_config(cfg)
+        from benchbench.results import run_id_of
+
+        ids.add(run_id_of(d))
+        m = OmegaConf.create(d["model"])
+        image = int(cfg.data.image_size)
+        models.validate(m, image)
+        with torch.device("meta"):
+            net = models.build_model(m, 10, image)
+        assert models.count_params(net) > 0
+    assert len(ids) >= len(points) // 2  # CNN points at two patch sizes collapse to one
+
+
+def test_demo_rows_count_matches_its_header():
+    base = _compose(["study=demo"])
+    ids = {__import__("benchbench.results", fromlist=["x"]).run_id_of(
+        cli.resolved_config(_compose(["study=demo", *o]))) for o in _grid(base)}
+    assert len(ids) == 15
+
+
+def test_slurm_and_local_launcher_presets_compose():
+    cfg = _compose(["study=demo", "hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu"])
+    assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.partition == "gpu"
+    assert cfg.hydra.launcher.max_num_timeout > 0
+    cfg = _compose(["hydra/launcher=local_gpus"])
+    assert "LocalLauncher" in cfg.hydra.launcher._target_

@@ -1,0 +1,204 @@
+"""Frontiers, equal-compute interpolation, multipliers, bootstrap and power-law fits on
+synthetic data with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchbench.report.compare import (
+    best_at,
+    budget_grid,
+    compute_multiplier,
+    compute_to_reach,
+    equal_compute,
+)
+from benchbench.report.load import aggregate_points, point_key
+from benchbench.report.pareto import frontiers, owner_segments, pareto_front, pareto_mask
+from benchbench.report.scaling import fit_power_law, saturating_power_law
+from benchbench.report.tables import fmt_sci, tex_escape, to_latex, to_markdown
+
+
+def test_pareto_front_known_points():
+    x = [1, 2, 3, 4, 5, 2, np.nan]
+    y = [10, 30, 20, 40, 35, 30, 99]
+    assert pareto_front(x, y).tolist() == [0, 1, 3]  # duplicate (2, 30) kept once, NaN ignored
+    assert pareto_mask(x, y).tolist() == [True, True, False, True, False, False, False]
+    # throughput: larger x is better
+    assert pareto_front(x, y, minimize_x=False).tolist() == [3, 4]
+    # error: smaller y is better
+    assert pareto_front(x, y, maximize_y=False).tolist() == [0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=30))
+def test_pareto_front_is_exactly_the_undominated_points(pts):
+    x, y = np.array(pts, dtype=float).T
+    front = set(pareto_front(x, y).tolist())
+    for i in range(len(x)):
+        dominated = np.any((x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i])))
+        duplicate_earlier = np.any((x[:i] == x[i]) & (y[:i] == y[i]))
+        assert (i in front) == (not dominated and not duplicate_earlier)
+    assert list(np.diff(x[sorted(front, key=lambda i: x[i])]) > 0) == [True] * (len(front) - 1)
+
+
+def test_frontiers_per_group_and_overall():
+    pts = pd.DataFrame({"family": ["vit", "vit", "bit", "bit"], "compute": [1, 10, 1, 10],
+                        "acc": [0.5, 0.7, 0.6, 0.65]})
+    f = frontiers(pts, "compute")
+    assert f.groupby("frontier_of").size().to_dict() == {"all": 2, "bit": 2, "vit": 2}
+    overall = f[f["frontier_of"] == "all"]
+    assert overall["family"].tolist() == ["bit", "vit"]
+    assert owner_segments(overall, "compute") == [("bit", 1, 1), ("vit", 10, 10)]
+
+
+def test_best_at_interpolates_in_log_compute_and_never_extrapolates():
+    x = [1e12, 1e13, 1e14, 1e15]
+    y = [0.5, 0.6, 0.7, 0.65]  # the largest run is worse: not on the frontier
+    got = best_at(x, y, [1e11, 1e12, 10**12.5, 1e14, 5e14, 1e15, 1e16])
+    assert np.isnan(got[0]) and np.isnan(got[-1])
+    np.testing.assert_allclose(got[1:-1], [0.5, 0.55, 0.7, 0.7, 0.7])
+    # a budget a few % outside the range (whole steps) still counts as reached
+    assert best_at(x, y, 0.97e12)[0] == pytest.approx(0.5)
+    assert np.isnan(compute_to_reach(x, y, 0.75)[0]) and np.isnan(compute_to_reach(x, y, 0.4)[0])
+    assert compute_to_reach(x, y, 0.65)[0] == pytest.approx(10**13.5)
+
+
+def test_compute_multiplier_on_known_2x_shift():
+    c = np.geomspace(1e12, 1e15, 7)
+    acc = 0.3 + 0.1 * np.log10(c / 1e12)
+    # family "slow" needs twice the compute for the same accuracy
+    m = compute_multiplier(2 * c, acc, c, acc, [1e12, 5e12, 1e14, 1e15])
+    np.testing.assert_allclose(m, 2.0, rtol=1e-9)
+
+
+def _points(families: dict[str, tuple[np.ndarray, np.ndarray]], seeds: int, sigma: float, rng):
+    rows = []
+    for fam, (x, acc) in families.items():
+        for xi, ai in zip(x, acc):
+            for s in range(seeds):
+                rows.append(dict(family=fam, model=f"{fam}-{xi:.0e}", compute=xi, seed=s,
+                                 acc=ai + rng.normal(0, sigma), point=f"{fam}{xi}"))
+    return aggregate_points(pd.DataFrame(rows))
+
+
+def test_equal_compute_recovers_2x_multiplier_with_seeds():
+    rng = np.random.default_rng(1)
+    c = np.geomspace(1e12, 1e15, 7)
+    truth = lambda x: 0.3 + 0.1 * np.log10(x / 1e12)  # noqa: E731
+    pts = _points({"vit": (c, truth(c)), "bit": (c, truth(c / 2))}, seeds=3, sigma=0.002, rng=rng)
+    ec = equal_compute(pts, budgets=c, n_boot=300)
+    vb = ec.pairs.set_index("budget")
+    assert ec.bootstrapped
+    assert np.isfinite(vb["multiplier"]).sum() >= 5
+    gm = np.exp(np.log(vb["multiplier"].dropna()).mean())
+    assert gm == pytest.approx(2.0, rel=0.1)
+    np.testing.assert_allclose(vb["diff"].iloc[1:], 0.1 * np.log10(2), atol=0.01)
+    assert (vb["diff_lo"].iloc[1:] <= vb["diff"].iloc[1:]).all()
+    # outside bit's range? both start at 1e12; a budget below both is NaN, not extrapolated
+    ec2 = equal_compute(pts, budgets=[1e11, 1e16], n_boot=0)
+    assert ec2.pairs["diff"].isna().all() and not ec2.bootstrapped
+
+
+def test_bootstrap_interval_covers_the_truth():
+    c = np.geomspace(1e12, 1e14, 5)
+    truth_vit = 0.3 + 0.1 * np.log10(c / 1e12)
+    truth_bit = truth_vit - 0.03
+    covered = 0
+    for rep in range(30):
+        rng = np.random.default_rng(100 + rep)
+        pts = _points({"vit": (c, truth_vit), "bit": (c, truth_bit)}, seeds=3, sigma=0.01, rng=rng)
+        ec = equal_compute(pts, budgets=[1e13], n_boot=300, seed=rep)
+        r = ec.pairs.iloc[0]
+        covered += r["diff_lo"] <= 0.03 <= r["diff_hi"]
+    assert covered >= 24  # >= 80% of 30 for a nominal 95% interval
+
+
+def test_budget_grid_from_configs_and_from_clusters():
+    t = pd.DataFrame({"compute": [0.98e12, 1.0e12, 2.95e12, 3.05e12, 1e13],
+                      "budget": [1e12, 1e12, 3e12, 3e12, 1e13]})
+    assert budget_grid(t).tolist() == [1e12, 3e12, 1e13]
+    t["budget"] = np.nan
+    assert budget_grid(t).tolist() == [9.9e11, 3e12, 1e13]
+
+
+def test_power_law_recovered():
+    rng = np.random.default_rng(0)
+    x = np.geomspace(1e12, 1e17, 9)
+    e = saturating_power_law(x / 1e12, 0.5, 0.3, 0.1, 0.0)
+    vals = [tuple(ei * np.exp(rng.normal(0, 0.01, 3))) for ei in e]
+    fit = fit_power_law(x, vals, n_boot=100)
+    assert fit.b == pytest.approx(0.3, abs=0.05)
+    assert fit.c == pytest.approx(0.1, abs=0.01)
+    assert fit.a == pytest.approx(0.5 * 1e12**0.3, rel=0.5)
+    lo, hi = fit.ci("b")
+    assert lo <= 0.3 <= hi
+    assert fit.trustworthy, fit.reasons
+    assert abs(fit.heldout_pred - fit.heldout_obs) / fit.heldout_obs < 0.1
+    np.testing.assert_allclose(fit.predict(x), e, rtol=0.03)
+
+
+def test_power_law_says_when_not_to_trust_it():
+    few = fit_power_law([1, 2, 4], [(0.5,), (0.4,), (0.3,)])
+    assert not few.fitted and "too few points" in few.reasons[0]
+    four = fit_power_law([1, 2, 4, 8], [(0.5,), (0.4,), (0.33,), (0.3,)])
+    assert not four.trustworthy and any("held-out" in r for r in four.reasons)
+    # error falls as a power law, then drops sharply at the largest x: held-out check fails
+    x = np.geomspace(1, 1e4, 8)
+    e = list(saturating_power_law(x, 0.5, 0.2, 0.05, 0.0))
+    e[-1] = 0.02
+    jump = fit_power_law(x, [(v,) for v in e], n_boot=50)
+    assert not jump.trustworthy and any("held-out error" in r for r in jump.reasons)
+
+
+def test_seeds_of_one_config_become_one_point():
+    base = {"model": {"name": "vit_micro"}, "train": {"lr": 1e-3}}
+    rows = [dict(config={**base, "seed": s}, acc=0.5 + s / 100, seed=s) for s in range(3)]
+    rows.append(dict(config={**base, "train": {"lr": 3e-3}, "seed": 0}, acc=0.6, seed=0))
+    df = pd.DataFrame(rows)
+    df["point"] = [point_key(r) for r in df.to_dict("records")]
+    pts = aggregate_points(df)
+    assert sorted(pts["n_seeds"]) == [1, 3]
+    p3 = pts[pts["n_seeds"] == 3].iloc[0]
+    assert p3["acc"] == pytest.approx(0.51) and p3["acc_std"] == pytest.approx(0.01)
+
+
+def test_markdown_and_latex_writers():
+    d = pd.DataFrame({"model": ["ViT-B/16", "R50x1|x"], "top-1 [%]": ["84.1", "–"]})
+    md = to_markdown(d)
+    assert md.splitlines()[0] == "| model | top-1 [%] |" and "R50x1\\|x" in md
+    tex = to_latex(d, caption="a_b")
+    assert r"\begin{tabular}{lr}" in tex and r"top-1 [\%]" in tex and "a\\_b" in tex
+    assert "--" in tex  # missing value
+    assert tex_escape("100% & $_#") == r"100\% \& \$\_\#"
+    assert fmt_sci(3e14) == "3.0e14" and fmt_sci(float("nan")) == "–"
+
+
+def test_train_rows_take_speed_from_measure_rows(tmp_path):
+    from benchbench.report.load import load_study
+    from benchbench.results import write_row
+
+    common = dict(study="s", status="ok", family="vit", model="ViT-B/16", image_size=224)
+    write_row(dict(common, run_id="t0", task="train", top1=0.8, train_flops=1e18, seed=0), tmp_path)
+    write_row(dict(common, run_id="m0", task="measure", infer_img_per_s=900.0,
+                   peak_mem_bytes=2**30), tmp_path)
+    write_row(dict(common, run_id="m1", task="measure", image_size=384, infer_img_per_s=5.0),
+              tmp_path)
+    study = load_study(tmp_path)
+    t = study.train.iloc[0]
+    assert t["infer_img_per_s"] == 900.0 and t["peak_mem_bytes"] == 2**30
+    assert bool(t["speed_from_measure"]) and np.isnan(t["max_batch_size"])
+    assert len(study.measure) == 2
+
+
+def test_overhead_finding_is_the_share_of_wall_time_outside_training():
+    import pandas as pd
+
+    from benchbench.report.summary import overhead_findings
+
+    train = pd.DataFrame({"wall_s": [10.0, 30.0], "train_wall_s": [8.0, 28.0]})
+    (line,) = overhead_findings(train)
+    assert "10% of the 0.7 min the 2 runs took" in line
+    assert overhead_findings(pd.DataFrame({"wall_s": [1.0], "train_wall_s": [None]})) == []

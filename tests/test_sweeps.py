@@ -1,0 +1,134 @@
+"""Real Hydra multiruns on micro models: failure isolation, skip on relaunch, retry, resume
+after a signal, submitit_local, and the row the default run writes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+from benchbench import results
+
+
+def rows_of(rdir: Path) -> list[dict]:
+    rows, broken = results.load_rows(rdir)
+    assert not broken
+    return rows
+
+
+def test_single_run_writes_one_complete_row(run_cli, capsys):
+    code, rdir = run_cli()
+    assert code == 0
+    (row,) = rows_of(rdir)
+    assert row["status"] == "ok" and row["model"] == "ViT-micro/8" and row["family"] == "vit"
+    assert row["dataset"] == "synthetic" and row["train_size"] == 256
+    assert row["samples_seen"] == 4 * 64 and row["steps"] == 4
+    assert row["train_flops"] == 3 * row["flops_per_image"] * row["samples_seen"]
+    assert 0 <= row["top1"] <= 1 and row["top5"] >= row["top1"]
+    assert row["device"] == "cpu" and row["precision"] == "fp32"
+    assert row["mfu"] is None and row["peak_mem_bytes"] is None  # not measured on a CPU
+    assert row["config"]["model"]["name"] == "vit_micro" and row["torch_version"]
+    out = capsys.readouterr().out
+    assert "[ok] ViT-micro/8" in out and f"runs/{row['run_id']}.json" in out
+
+
+def test_grid_with_an_impossible_point_keeps_going_and_relaunch_trains_nothing(run_cli, capsys):
+    args = ["-m", "model=vit_micro,bit_micro", "model.patch_size=8,7"]
+    code, rdir = run_cli(*args)
+    rows = {r["model"]: r for r in rows_of(rdir)}
+    # vit/4 ok, vit/7 fails (7 does not divide 32), bit at 4 and 7 is one point (no patch)
+    assert len(rows) == 3 and code == 1
+    assert rows["ViT-micro/8"]["status"] == "ok" and rows["R-micro"]["status"] == "ok"
+    bad = rows["ViT-micro/7"]
+    assert bad["status"] == "failed" and "valid model.patch_size" in bad["error"]
+    out = capsys.readouterr().out
+    assert "sweep done: 4 points: 1 failed, 2 ok, 1 skipped" in out
+
+    mtimes = {p: p.stat().st_mtime_ns for p in (rdir / "runs").glob("*.json")}
+    code, _ = run_cli(*args)
+    assert code == 0
+    assert "4 points: 4 skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (rdir / "runs").glob("*.json")} == mtimes
+
+    code, _ = run_cli(*args, "study.retry_failed=true")
+    after = {r["model"]: r for r in rows_of(rdir)}
+    assert after["ViT-micro/7"]["started_at"] >= bad["started_at"]
+    assert after["ViT-micro/8"]["started_at"] == rows["ViT-micro/8"]["started_at"]  # ok: kept
+
+
+def test_unknown_names_get_one_clear_error_closest_first(run_cli, capsys):
+    code, _ = run_cli("model=vit_bb")
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown model 'vit_bb'. Did you mean 'vit_b'?" in err
+    assert "Traceback" not in err
+    code, _ = run_cli("study=dmeo")
+    assert code == 2 and "Did you mean 'demo'?" in capsys.readouterr().err
+
+
+def test_single_bad_point_exits_nonzero_with_message_and_failure_row(run_cli, capsys):
+    code, rdir = run_cli("model.patch_size=5")
+    err = capsys.readouterr().err
+    assert code == 2 and "patch size 5 does not divide image size 32" in err
+    assert "Traceback" not in err
+    (row,) = rows_of(rdir)
+    assert row["status"] == "failed"
+
+
+def _cmd(rdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "benchbench.cli", *TINY, f"results.dir={rdir}", *extra]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_killed_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
+    long = ["train.epochs=12", "train.checkpoint_every_s=0.2", "data.augment=true"]
+    ref = tmp_path / "ref"
+    subprocess.run(_cmd(ref, *long), check=True, env=_env(), capture_output=True, timeout=300)
+    (want,) = rows_of(ref)
+
+    rdir = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(rdir, *long), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ckpt_dir = rdir / "ckpt"
+    deadline = time.time() + 120
+    while not list(ckpt_dir.glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint" in err and not (rdir / "runs").exists()  # no row: it can resume
+    subprocess.run(_cmd(rdir, *long), check=True, env=_env(), capture_output=True, timeout=300)
+    (got,) = rows_of(rdir)
+    assert got["resumed"] is True and got["status"] == "ok"
+    assert got["samples_seen"] == want["samples_seen"] == 12 * 4 * 64
+    assert got["top1"] == want["top1"] and got["final_loss"] == pytest.approx(want["final_loss"])
+    assert not list(ckpt_dir.glob("*/last.pt"))
+
+
+def test_submitit_local_launcher_runs_each_point_in_its_own_process(tmp_path):
+    rdir = tmp_path / "res"
+    r = subprocess.run(
+        _cmd(rdir, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+             "model=vit_micro,bit_micro"),
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = rows_of(rdir)
+    assert sorted(x["model"] for x in rows) == ["R-micro", "ViT-micro/8"]
+    assert all(x["status"] == "ok" for x in rows)
+    assert "2 points: 2 ok" in r.stdout
+
+
+def test_sweep_status_files_feed_the_summary(tmp_path, run_cli):
+    code, rdir = run_cli("-m", "seed=0,1")
+    assert code == 0
+    status = list((rdir / "logs").glob("sweep-*/status/*.json"))
+    assert len(status) == 2 and {json.loads(p.read_text())["status"] for p in status} == {"ok"}

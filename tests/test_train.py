@@ -1,0 +1,172 @@
+"""Training loop: budgets, schedule, divergence, signals + exact resume, few-shot probe."""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import signal
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from benchbench.errors import BenchbenchError, ConfigError
+from benchbench.train import (
+    Diverged,
+    Interrupted,
+    fewshot_probe,
+    load_checkpoint,
+    lr_lambda,
+    resolve_budget,
+    save_checkpoint,
+    train,
+)
+
+TC = OmegaConf.create({
+    "optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.05, "betas": [0.9, 0.999],
+    "momentum": 0.9, "batch_size": 8, "epochs": 2, "steps": None, "flops": None,
+    "warmup_frac": 0.1, "schedule": "cosine", "label_smoothing": 0.1, "grad_clip": 1.0,
+    "checkpoint_every_s": 0,
+})
+
+
+def tc(**kw):
+    c = TC.copy()
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+def batches(start):
+    """Deterministic synthetic batches: step k always yields the same batch."""
+    for step in itertools.count(start):
+        g = torch.Generator().manual_seed(step)
+        x = torch.randn(8, 6, generator=g)
+        yield x, (x[:, 0] > 0).long()
+
+
+def net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(),
+                               torch.nn.Linear(16, 2))
+
+
+def test_budget_in_epochs_steps_and_flops():
+    assert resolve_budget(tc(epochs=2), flops_per_image=None, steps_per_epoch=10).steps == 20
+    assert resolve_budget(tc(steps=7), flops_per_image=None, steps_per_epoch=10).steps == 7
+    # 3 x forward FLOPs x images: 1e6 / (3 * 100 * 8) = 416.7 -> 417 steps
+    b = resolve_budget(tc(flops=1e6, steps=5), flops_per_image=100, steps_per_epoch=10)
+    assert b.steps == 417 and b.samples == 417 * 8
+
+
+@pytest.mark.parametrize("kw,match", [({"epochs": 0}, "train.epochs must be positive"),
+                                      ({"steps": -1}, "train.steps must be positive"),
+                                      ({"flops": 0}, "train.flops must be positive"),
+                                      ({"batch_size": 0}, "train.batch_size must be positive")])
+def test_zero_or_negative_budgets_are_rejected(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_budget(tc(**kw), flops_per_image=10, steps_per_epoch=10)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    f = lr_lambda(tc(warmup_frac=0.1, schedule="cosine"), 100)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(99) < 0.01
+    lin = lr_lambda(tc(warmup_frac=0.0, schedule="linear"), 100)
+    assert lin(50) == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="cosine, linear, constant"):
+        lr_lambda(tc(schedule="step"), 10)
+
+
+def test_training_learns_and_reports_samples():
+    from benchbench.train import Budget
+
+    m = net()
+    res = train(m, batches, tcfg=tc(), budget=Budget(60, 8), device=torch.device("cpu"),
+                progress=False)
+    assert res.samples_seen == 480 and res.steps == 60 and not res.resumed
+    x, y = next(batches(10_000))
+    m.eval()
+    assert (m(x).argmax(1) == y).float().mean() >= 0.75
+    assert res.train_img_per_s and res.train_img_per_s > 0
+
+
+def test_nan_loss_ends_as_diverged_with_the_step():
+    from benchbench.train import Budget
+
+    class Bad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            out = self.lin(x)
+            return out * float("nan") if self.training and self.lin.weight.sum() != 0 else out
+
+    with pytest.raises(Diverged) as e:
+        train(Bad(), batches, tcfg=tc(), budget=Budget(20, 8), device=torch.device("cpu"),
+              progress=False)
+    assert e.value.step == 0 and "lower train.lr" in str(e.value)
+
+
+def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path):
+    from benchbench.train import Budget
+
+    ident = {"model": "x"}
+    ref = net()
+    train(ref, batches, tcfg=tc(), budget=Budget(30, 8), device=torch.device("cpu"),
+          progress=False, seed=3)
+
+    ckpt = tmp_path / "ckpt" / "last.pt"
+    m1 = net()
+
+    def kill_at_12(step, loss):
+        if step == 12:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as e:
+        train(m1, batches, tcfg=tc(), budget=Budget(30, 8), device=torch.device("cpu"),
+              progress=False, seed=3, ckpt_path=ckpt, identity=ident, on_step=kill_at_12)
+    assert e.value.step == 13 and ckpt.exists()
+    m2 = net()
+    res = train(m2, batches, tcfg=tc(), budget=Budget(30, 8), device=torch.device("cpu"),
+                progress=False, seed=3, ckpt_path=ckpt, identity=ident)
+    assert res.resumed and res.samples_seen == 240
+    for a, b in zip(ref.state_dict().values(), m2.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert not ckpt.exists()  # finished runs leave no stale checkpoint
+
+
+def test_checkpoint_from_another_config_is_refused_with_the_difference(tmp_path):
+    p = tmp_path / "c.pt"
+    save_checkpoint(p, {"identity": {"train": {"lr": 0.1}}, "step": 1})
+    with pytest.raises(BenchbenchError, match=r"train.lr: 0.1 there vs 0.2 here"):
+        load_checkpoint(p, {"train": {"lr": 0.2}})
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(BenchbenchError, match="unreadable"):
+        load_checkpoint(p, {})
+
+
+def test_fewshot_probe_solves_a_linearly_separable_problem_exactly():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 16, generator=g) * 10
+    ytr = torch.arange(4).repeat(20)
+    yte = torch.arange(4).repeat(50)
+    xtr = centers[ytr] + torch.randn(len(ytr), 16, generator=g)
+    xte = centers[yte] + torch.randn(len(yte), 16, generator=g)
+    out = fewshot_probe(xtr, ytr, xte, yte, num_classes=4, shots=5, seeds=3, l2=1.0)
+    assert out["fewshot_top1"] == 1.0 and len(out["fewshot_top1_per_seed"]) == 3
+    rnd = fewshot_probe(torch.randn(80, 16, generator=g), ytr, torch.randn(200, 16, generator=g),
+                        yte, num_classes=4, shots=5, seeds=3)
+    assert rnd["fewshot_top1"] < 0.5  # random features: near chance, not a test that cannot fail
+    with pytest.raises(ConfigError, match="fewshot_shots"):
+        fewshot_probe(xtr, ytr, xte, yte, num_classes=4, shots=50)
+
+
+def test_sgd_optimizer_and_bad_name():
+    from benchbench.train import make_optimizer
+
+    opt = make_optimizer(net(), tc(optimizer="sgd"), torch.device("cpu"))
+    assert isinstance(opt, torch.optim.SGD) and math.isclose(opt.param_groups[0]["momentum"], 0.9)
+    with pytest.raises(ConfigError, match="adamw, sgd"):
+        make_optimizer(net(), tc(optimizer="lamb"), torch.device("cpu"))

@@ -1,0 +1,96 @@
+"""Pre-train, then transfer: checkpoints round-trip, fine-tuning at a new resolution for every
+family, linked rows, the few-shot probe of a checkpoint, and the report's compute axis."""
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from benchbench import models, results, transfer
+from benchbench.errors import ConfigError
+from benchbench.train import save_checkpoint
+
+
+def _cfg(name, patch=None):
+    return OmegaConf.create({"name": name, "patch_size": patch})
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    torch.manual_seed(0)
+    m = models.build_model(_cfg("hybrid_micro", 8), 10, 32).eval()
+    save_checkpoint(tmp_path / "final.pt", {"model": m.state_dict(), "identity": {}})
+    m2 = models.build_model(_cfg("hybrid_micro", 8), 10, 32).eval()
+    m2.load_state_dict(transfer.load_state(tmp_path / "final.pt"))
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(m(x), m2(x))
+
+
+@pytest.mark.parametrize("name,patch", [("vit_micro", 4), ("bit_micro", None), ("hybrid_micro", 8)])
+def test_finetune_at_a_new_resolution_and_class_count(name, patch):
+    torch.manual_seed(0)
+    pre = models.build_model(_cfg(name, patch), 10, 32)
+    ft = models.build_model(_cfg(name, patch), 5, 48)
+    info = transfer.load_for_transfer(ft, pre.state_dict())
+    assert info["pos_embed_resampled"] == (name != "bit_micro")
+    y = ft(torch.randn(2, 3, 48, 48))
+    assert y.shape == (2, 5) and torch.count_nonzero(y) == 0  # new head is zero-initialised
+    body = {k: v for k, v in ft.state_dict().items() if "head" not in k and "pos_embed" not in k}
+    for k, v in body.items():
+        if not k.endswith("fc.weight") and not k.endswith("fc.bias"):
+            torch.testing.assert_close(v, pre.state_dict()[k])
+
+
+def test_checkpoint_of_another_architecture_is_refused():
+    vit = models.build_model(_cfg("vit_micro", 4), 10, 32)
+    bit = models.build_model(_cfg("bit_micro"), 10, 32)
+    with pytest.raises(ConfigError, match="another architecture|must use the same model"):
+        transfer.load_for_transfer(vit, bit.state_dict())
+
+
+def test_missing_checkpoint_names_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="train.save_final=true"):
+        transfer.resolve_checkpoint("abc123", [tmp_path])
+
+
+FT = [
+    "task=transfer", "task.finetune.data.name=synthetic", "task.finetune.data.root=null",
+    "task.finetune.data.image_size=48", "task.finetune.data.train_size=256",
+    "task.finetune.data.test_size=128", "task.finetune.data.channels=null",
+    "task.finetune.data.num_classes=5", "task.finetune.train.epochs=1",
+    "task.finetune.train.batch_size=64", "eval.fewshot=true", "eval.fewshot_shots=[2,5]",
+    "eval.fewshot_seeds=2",
+]
+
+
+def test_transfer_writes_linked_rows_and_reuses_the_pretraining(run_cli, tmp_path):
+    code, rdir = run_cli(*FT)
+    assert code == 0
+    rows = {r["task"]: r for r in results.load_rows(rdir)[0]}
+    pre, tr = rows["train"], rows["transfer"]
+    assert tr["pretrain_run_id"] == pre["run_id"] and pre["status"] == tr["status"] == "ok"
+    assert tr["pretrain_flops"] == pre["train_flops"] and tr["pretrain_dataset"] == "synthetic"
+    assert tr["finetune_flops"] == tr["train_flops"] > 0 and tr["image_size"] == 48
+    assert tr["num_classes"] == 5 and tr["fewshot_top1"] is not None
+    assert set(tr["fewshot"]) == {"2", "5"}
+    assert (rdir / "ckpt" / pre["run_id"] / "final.pt").exists()
+    # a second fine-tune recipe reuses the same pre-training (no new pre-training row)
+    code, _ = run_cli(*FT, "task.finetune.train.lr=0.001")
+    assert code == 0
+    tasks = sorted(r["task"] for r in results.load_rows(rdir)[0])
+    assert tasks == ["train", "transfer", "transfer"]
+
+    from benchbench.report.cli import main as report
+
+    assert report([str(rdir), "--compute", "pretrain_flops", "--n-boot", "50"]) == 0
+    assert (rdir / "report" / "report.md").exists()
+
+
+def test_probe_a_checkpoint_by_run_id(run_cli):
+    code, rdir = run_cli("train.save_final=true")
+    (pre,) = results.load_rows(rdir)[0]
+    code, _ = run_cli("task=probe", f"init.checkpoint='{pre['run_id']}'", "eval.fewshot_shots=[5]",
+                      "eval.fewshot_seeds=2")
+    assert code == 0
+    probe = next(r for r in results.load_rows(rdir)[0] if r["task"] == "probe")
+    assert probe["fewshot_top1"] is not None and probe["samples_seen"] == 0
+    assert probe["pretrain_run_id"] == pre["run_id"]
