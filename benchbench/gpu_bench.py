@@ -256,6 +256,11 @@ def timm_comparison_rows(names: Sequence[str], bb_rows: Sequence[dict[str, Any]]
     for name in names:
         r = by_name.get(name, {})
         t = timm_results.get(name, {})
+        t_size, size = t.get("infer_img_size"), r.get("image_size")
+        if t_size is not None and size is not None and int(t_size) != int(size):
+            # never a ratio across input sizes: it would be a comparison of two workloads
+            t = dict(t, infer_samples_per_sec=None,
+                     status=f"input size {int(t_size)} != benchbench's {size}")
         macs = r.get("macs_per_image")
         bb_gmacs = None if macs is None else macs / 1e9
         out.append({
@@ -266,6 +271,7 @@ def timm_comparison_rows(names: Sequence[str], bb_rows: Sequence[dict[str, Any]]
             "ratio_img_per_s": ratio(r.get("infer_img_per_s"), t.get("infer_samples_per_sec")),
             "benchbench_gmacs": bb_gmacs, "timm_gmacs": t.get("infer_gmacs"),
             "ratio_gmacs": ratio(bb_gmacs, t.get("infer_gmacs")),
+            "timm_image_size": t.get("infer_img_size"),
             "status": r.get("status", "skipped"), "timm_status": t.get("status"),
         })
     return out
@@ -273,7 +279,8 @@ def timm_comparison_rows(names: Sequence[str], bb_rows: Sequence[dict[str, Any]]
 
 TIMM_COLUMNS = ("model", "batch_size", "image_size", "benchbench_img_per_s",
                 "benchbench_img_per_s_spread", "timm_img_per_s", "ratio_img_per_s",
-                "benchbench_gmacs", "timm_gmacs", "ratio_gmacs", "status", "timm_status")
+                "benchbench_gmacs", "timm_gmacs", "ratio_gmacs", "timm_image_size", "status",
+                "timm_status")
 FIG12_COLUMNS = ("model", "image_size", "status", "infer_img_per_s", "infer_img_per_s_spread",
                  "batch_size", "max_batch_size", "max_batch_at_limit", "peak_mem_infer_bytes",
                  "flops_per_image", "infer_mfu", "params", "error")
@@ -423,8 +430,8 @@ def worker_timm(task: dict[str, Any]) -> None:
     m: dict[str, Any] = {}
     conf = None
     try:
-        model = models.build_model(cfg, 1000, 224, 3)
-        s = int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+        s = timm_native_size(task["timm_name"])  # the size timm's side is pinned to
+        model = models.build_model(cfg, 1000, s, 3)
         conf = point_config("timm", cfg, image_size=s, batch_size=task["batch_size"],
                             precision=prec, device=task["device"], compile=False,
                             channels_last=False, quick=task["quick"])
@@ -655,11 +662,29 @@ def _timm_script_flags(script: str) -> list[str]:
         return []
 
 
-def run_timm_benchmark(script: str, model: str, batch_size: int, out_csv: Path,
-                       extra_flags: list[str], timeout_s: float) -> dict[str, Any]:
+def timm_native_size(name: str) -> int:
+    """The model's train-time input size from its timm pretrained config (224 if none).
+
+    timm's benchmark.py defaults to the *test* size (resnet50: 288), so both sides are
+    pinned to this size explicitly: a ratio at two input sizes would be meaningless."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
+
+
+def timm_benchmark_cmd(script: str, model: str, batch_size: int, image_size: int, device: str,
+                       out_csv: Path, extra_flags: Sequence[str], quick: bool) -> list[str]:
     cmd = [sys.executable, script, "--bench", "inference", "--amp", "--amp-dtype", "bfloat16",
-           "-b", str(batch_size), "--model", model, "--results-file", str(out_csv),
-           *extra_flags]
+           "-b", str(batch_size), "--model", model, "--img-size", str(image_size),
+           "--device", device.split(":")[0] if device.startswith("cpu") else device,
+           "--results-file", str(out_csv), *extra_flags]
+    if quick:  # its log interval is bench_iter // 5: 5 is the fewest that works
+        cmd += ["--num-warm-iter", "2", "--num-bench-iter", "5"]
+    return cmd
+
+
+def run_timm_benchmark(cmd: list[str], out_csv: Path, timeout_s: float) -> dict[str, Any]:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, timeout_s))
     except subprocess.TimeoutExpired:
@@ -686,8 +711,12 @@ def run_timm(plan: Plan, deadline: float) -> None:
             say(f"timm benchmark.py {name}")
             csv_path = Path(plan.out) / "timm" / f"timm_benchmark_{name}.csv"
             csv_path.parent.mkdir(parents=True, exist_ok=True)
-            timm_results[name] = run_timm_benchmark(plan.timm_benchmark, name, plan.timm_batch,
-                                                    csv_path, flags, share / 2 + WORKER_GRACE_S)
+            cmd = timm_benchmark_cmd(plan.timm_benchmark, name, plan.timm_batch,
+                                     timm_native_size(name), plan.device, csv_path, flags,
+                                     plan.quick)
+            (Path(plan.out) / "timm" / f"timm_benchmark_{name}.cmd").write_text(
+                " ".join(["python", *cmd[1:]]) + "\n")
+            timm_results[name] = run_timm_benchmark(cmd, csv_path, share / 2 + WORKER_GRACE_S)
             share = (deadline - time.time()) / (len(plan.timm_models) - i)
         task = {"part": "timm", "out": plan.out, "device": plan.device, "timm_name": name,
                 "batch_size": plan.timm_batch, "warmup": plan.warmup, "repeats": plan.repeats,
@@ -698,7 +727,9 @@ def run_timm(plan: Plan, deadline: float) -> None:
             say(f"timm {name}: worker exit {rc}: {err.strip().splitlines()[-1:]}")
     table = timm_comparison_rows(plan.timm_models, _rows(plan.out, "timm"), timm_results)
     notes = ["ratio = benchbench / timm. Both: bf16 autocast, NCHW, batch "
-             f"{plan.timm_batch}, cudnn.benchmark, one model per process.",
+             f"{plan.timm_batch}, cudnn.benchmark, one model per process, the model's "
+             "train-time input size (benchmark.py is given --img-size: its default is the "
+             "test size, 288 for resnet50).",
              "benchbench: CUDA events, median of repeats over rotating random batches; "
              "timm: mean over its bench iterations on one random batch.",
              "gmacs: benchbench counts matmuls incl. attention, no norms; timm's fvcore "

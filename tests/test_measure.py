@@ -2,6 +2,7 @@
 fake OOMs stand in for the GPU), plus GPU-only checks and the gpu_bench script's CPU parts."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -406,6 +407,20 @@ def test_gpu_bench_build_row_and_tables(tmp_path):
     assert table[1]["status"] == "skipped" and table[1]["ratio_img_per_s"] is None
     assert gpu_bench.timm_comparison_rows(["resnet50"], [timm_row], {})[0][
         "ratio_img_per_s"] is None
+    # timm measured at another input size: no ratio, and the table says why
+    (odd,) = gpu_bench.timm_comparison_rows(["resnet50"], [timm_row], {"resnet50": {
+        "infer_samples_per_sec": 2000.0, "infer_img_size": 288.0, "status": "ok"}})
+    assert odd["ratio_img_per_s"] is None and odd["timm_status"] == "input size 288 != benchbench's 224"
+
+
+def test_timm_side_is_pinned_to_the_train_size():
+    # benchmark.py's default is the test size (resnet50: 288); both sides must use 224
+    assert gpu_bench.timm_native_size("resnet50") == 224
+    assert gpu_bench.timm_native_size("test_vit") == 160
+    cmd = gpu_bench.timm_benchmark_cmd("b.py", "resnet50", 256, 224, "cuda:0", Path("r.csv"),
+                                       ["--no-retry"], quick=False)
+    assert cmd[cmd.index("--img-size") + 1] == "224" and cmd[cmd.index("--device") + 1] == "cuda:0"
+    assert "--num-bench-iter" not in cmd and "--no-retry" in cmd
 
 
 def test_gpu_bench_parse_timm_results(tmp_path):
@@ -423,12 +438,16 @@ p = argparse.ArgumentParser()
 p.add_argument("--bench"); p.add_argument("--amp", action="store_true")
 p.add_argument("--amp-dtype"); p.add_argument("-b", type=int); p.add_argument("--model")
 p.add_argument("--results-file"); p.add_argument("--no-retry", action="store_true")
+p.add_argument("--img-size", type=int); p.add_argument("--device")
+p.add_argument("--num-warm-iter", type=int); p.add_argument("--num-bench-iter", type=int)
 a = p.parse_args()
 assert a.no_retry and a.amp and a.amp_dtype == "bfloat16" and a.bench == "inference"
+assert a.img_size == 160 and a.device == "cpu" and a.num_bench_iter >= 5
 with open(a.results_file, "w") as f:
     w = csv.writer(f)
-    w.writerow(["model", "infer_samples_per_sec", "infer_batch_size", "infer_gmacs"])
-    w.writerow([a.model, 400.0, a.b, 0.04])
+    w.writerow(["model", "infer_samples_per_sec", "infer_batch_size", "infer_img_size",
+                "infer_gmacs"])
+    w.writerow([a.model, 400.0, a.b, a.img_size, 0.04])
 '''
 
 
@@ -465,6 +484,24 @@ def test_gpu_bench_quick_cpu_in_process(tmp_path):
     _check_quick_outputs(out)
     table = (out / "timm_comparison.csv").read_text().splitlines()
     assert "400.0" in table[1]  # timm's number made it into the side-by-side
+
+
+REAL_TIMM_BENCHMARK = Path(os.environ.get("BENCHBENCH_TIMM_BENCHMARK",
+                                          Path(__file__).parents[1] / ".third_party/timm/benchmark.py"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_TIMM_BENCHMARK.is_file(),
+                    reason="timm's benchmark.py not fetched (.third_party/timm/benchmark.py)")
+def test_gpu_bench_timm_part_with_timms_own_script(tmp_path):
+    """The real benchmark.py on the CPU: our flags are ones it accepts, its CSV parses."""
+    out = tmp_path / "out"
+    assert gpu_bench.main(["--out", str(out), "--device", "cpu", "--quick", "--parts", "timm",
+                           "--timm-benchmark", str(REAL_TIMM_BENCHMARK)]) == 0
+    (row,) = list(csv.DictReader((out / "timm_comparison.csv").read_text().splitlines()))
+    assert row["timm_status"] == "ok" and float(row["timm_img_per_s"]) > 0
+    assert float(row["timm_image_size"]) == float(row["image_size"]) == 160
+    assert float(row["ratio_img_per_s"]) > 0
 
 
 def test_gpu_bench_spent_budget_leaves_skipped_rows(tmp_path):
