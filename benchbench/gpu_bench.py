@@ -1,4 +1,5 @@
-"""Everything a GPU can tell us, in one call (issue 5): Figure 12, timm side by side, MFU.
+"""Everything a GPU can tell us, in one call (issues 5, 7): Figure 12, timm side by side, MFU,
+the data path, and the cost of DDP.
 
     python -m benchbench.gpu_bench --out DIR [--timm-benchmark PATH/TO/timm/benchmark.py]
 
@@ -15,6 +16,10 @@ part that runs out writes "skipped" rows for what it did not reach):
       ratio: DIR/timm_comparison.csv and .md (rows in DIR/timm/runs/).
   (c) MFU: ViT-B/16 and ViT-L/16 training at 224 px, bf16, fused AdamW, torch.compile:
       DIR/mfu/runs/, DIR/mfu.csv and .md.
+  (d) data path: CIFAR-sized training through the device-resident loader vs one batch
+      already on the device (target: loader >= 95%): DIR/data_path.csv and .md.
+  (e) DDP: the training loop with the model DDP-wrapped in a 1-rank nccl group vs unwrapped,
+      ViT-B/16 and R50x1 (target: < 3% slower): DIR/ddp_overhead.csv and .md.
 Every model is measured in its own process (one model per process: the allocator state of
 one model must not change the next one's numbers). DIR/env.json records versions, the GPU,
 its datasheet peak and the measured bf16 matmul peak.
@@ -25,6 +30,7 @@ models in seconds (tests/test_measure.py runs it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -36,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-PARTS = ("fig12", "timm", "mfu", "data")
+PARTS = ("fig12", "timm", "mfu", "data", "ddp")
 # Paper Figure 12: the models and input sizes of appendix D.5, cheapest first (time a
 # model leaves unspent goes to the ones after it; the costly ones come last).
 FIG12_MODELS: tuple[tuple[str, int | None], ...] = (
@@ -53,13 +59,19 @@ MFU_MODELS: tuple[tuple[str, int, int], ...] = (("vit_b", 16, 256), ("vit_l", 16
 # training step on one batch already on the device: the loader must cost < 5% (issue 5).
 DATA_MODELS: tuple[tuple[str, int | None, int], ...] = (("vit_s", 4, 256), ("bit_r50x1", None, 256))
 DATA_IMAGES, DATA_STEPS = 50_000, 200
+# (e): the training loop with the model wrapped in DDP in a 1-rank process group (nccl)
+# against the same loop unwrapped; issue 7's target: DDP costs < 3% img/s. Alternating
+# arms, DDP_ROUNDS each, so clock/thermal drift falls on both.
+DDP_MODELS: tuple[tuple[str, int | None, int], ...] = (("vit_b", 16, 128), ("bit_r50x1", None, 128))
+DDP_STEPS, DDP_ROUNDS = 60, 3
 # --quick: the same code paths on micro models
 QUICK_FIG12_MODELS: tuple[tuple[str, int | None], ...] = (("vit_micro", 4), ("bit_micro", None))
 QUICK_SIZES = (32,)
 QUICK_TIMM_MODELS = ("test_vit",)
 QUICK_MFU_MODELS: tuple[tuple[str, int, int], ...] = (("vit_micro", 4, 8),)
+QUICK_DDP_MODELS: tuple[tuple[str, int | None, int], ...] = (("vit_micro", 4, 8),)
 QUICK_DATA_MODELS: tuple[tuple[str, int | None, int], ...] = (("vit_micro", 8, 16),)
-BUDGET_SHARE = {"fig12": 0.45, "timm": 0.2, "mfu": 0.2, "data": 0.15}
+BUDGET_SHARE = {"fig12": 0.4, "timm": 0.18, "mfu": 0.18, "data": 0.12, "ddp": 0.12}
 WORKER_GRACE_S = 60  # process start, imports, CUDA context on top of a worker's own budget
 
 
@@ -286,6 +298,8 @@ FIG12_COLUMNS = ("model", "image_size", "status", "infer_img_per_s", "infer_img_
                  "flops_per_image", "infer_mfu", "params", "error")
 DATA_COLUMNS = ("model", "image_size", "status", "batch_size", "train_img_per_s",
                 "resident_img_per_s", "data_path_ratio", "error")
+DDP_COLUMNS = ("model", "image_size", "status", "batch_size", "compile", "plain_img_per_s",
+               "ddp_img_per_s", "ddp_overhead", "ddp_backend", "error")
 MFU_COLUMNS = ("model", "image_size", "status", "batch_size", "train_img_per_s",
                "train_img_per_s_spread", "mfu", "peak_flops", "peak_mem_train_bytes",
                "train_warmup_s", "flops_per_image", "params", "error")
@@ -542,6 +556,108 @@ def worker_data(task: dict[str, Any]) -> None:
     say(f"data {row['model']}: {row['status']} loader/resident = {_fmt(row.get('data_path_ratio'))}")
 
 
+@contextlib.contextmanager
+def _one_rank_group(dev):
+    """A 1-rank process group (nccl on CUDA, gloo on CPU), as `torchrun --nproc-per-node 1`
+    would give; yields the backend, and leaves no group or environment behind."""
+    import socket
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        yield str(dist.get_backend())
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0",
+           "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        kw = {"device_id": dev} if dev.type == "cuda" else {}
+        dist.init_process_group(backend=backend, rank=0, world_size=1, **kw)
+        yield backend
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def worker_ddp(task: dict[str, Any]) -> None:
+    """benchbench.train.train with the model DDP-wrapped (wrap_ddp, as the CLI does under
+    torchrun/submitit) against the same loop unwrapped, on batches already on the device."""
+    import statistics
+
+    from benchbench import measure
+
+    dev = _setup_device(task["device"])
+    prec = _precision(dev)
+    prov = _provenance(dev)
+    s, bs, comp = task["image_size"], task["batch_size"], task["compile"]
+    cfg = model_cfg(task["key"], task["patch"], s)
+    conf = point_config("ddp", cfg, image_size=s, batch_size=bs, precision=prec,
+                        device=task["device"], compile=comp, channels_last=False,
+                        quick=task["quick"])
+    m: dict[str, Any] = {"compile": comp}
+    try:
+        with _one_rank_group(dev) as backend:
+            m["ddp_backend"] = backend
+            rates = _ddp_rounds(task, cfg, dev, prec)
+        plain, ddp = statistics.median(rates["plain"]), statistics.median(rates["ddp"])
+        m.update(batch_size=bs, plain_img_per_s=plain, ddp_img_per_s=ddp,
+                 train_img_per_s=ddp, ddp_overhead=1.0 - ddp / plain,
+                 ddp_rounds={k: [round(v, 2) for v in vs] for k, vs in rates.items()})
+        row = build_row("ddp", conf, m, provenance=prov)
+    except Exception as e:  # noqa: BLE001
+        row = build_row("ddp", conf, m, status="oom" if measure.is_oom(e) else "failed",
+                        error=f"{type(e).__name__}: {e}"[:500], provenance=prov)
+    _write(row, task["out"], "ddp")
+    say(f"ddp {row['model']}: {row['status']} overhead {_fmt(row.get('ddp_overhead'))}")
+
+
+def _ddp_rounds(task: dict[str, Any], cfg: dict[str, Any], dev, prec: str) -> dict[str, list]:
+    """img/s of each arm per round; arms alternate so drift falls on both."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from benchbench import distributed, measure
+    from benchbench.train import Budget, train
+
+    s, bs, comp = task["image_size"], task["batch_size"], task["compile"]
+    g = torch.Generator().manual_seed(0)  # random images: never time on zeros
+    xs = [(torch.randn(bs, 3, s, s, generator=g).to(dev),
+           torch.randint(0, 1000, (bs,), generator=g).to(dev)) for _ in range(3)]
+
+    def batches(start: int):
+        i = start
+        while True:
+            yield xs[i % len(xs)]
+            i += 1
+
+    tcfg = OmegaConf.create({"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05,
+                             "betas": [0.9, 0.999], "batch_size": bs, "warmup_frac": 0.05,
+                             "schedule": "cosine", "grad_clip": 1.0})
+    rates: dict[str, list[float]] = {"plain": [], "ddp": []}
+    for _ in range(task["rounds"]):
+        for arm in ("plain", "ddp"):
+            torch.manual_seed(0)
+            model = _build(cfg, s, dev)
+            net = distributed.wrap_ddp(model, dev) if arm == "ddp" else model
+            net = torch.compile(net) if comp else net
+            r = train(net, batches, tcfg=tcfg, budget=Budget(task["steps"], bs), device=dev,
+                      precision=prec, progress=False)
+            rates[arm].append(r.train_img_per_s)
+            del model, net
+            measure.free_memory(dev)
+    return rates
+
+
 def _max_batch(model, image_size: int, dev, prec: str, cl: bool,
                mem_points: list[tuple[int, int]], task: dict[str, Any]) -> dict[str, Any]:
     """Largest inference batch, starting from the batch where the peak-memory line through
@@ -563,7 +679,8 @@ def _max_batch(model, image_size: int, dev, prec: str, cl: bool,
             "max_batch_guess": guess}
 
 
-WORKERS = {"fig12": worker_fig12, "timm": worker_timm, "mfu": worker_mfu, "data": worker_data}
+WORKERS = {"fig12": worker_fig12, "timm": worker_timm, "mfu": worker_mfu, "data": worker_data,
+           "ddp": worker_ddp}
 
 
 def run_worker(task: dict[str, Any], *, in_process: bool, timeout_s: float) -> tuple[int, str]:
@@ -794,6 +911,30 @@ def run_data(plan: Plan, deadline: float) -> None:
                        "both through benchbench.train.train (same loop, same warm-up)"])
 
 
+def run_ddp(plan: Plan, deadline: float) -> None:
+    models = QUICK_DDP_MODELS if plan.quick else DDP_MODELS
+    s = 32 if plan.quick else 224
+    for i, (key, patch, bs) in enumerate(models):
+        share = (deadline - time.time()) / (len(models) - i)
+        task = {"part": "ddp", "out": plan.out, "device": plan.device, "key": key,
+                "patch": patch, "batch_size": bs, "image_size": s, "quick": plan.quick,
+                "compile": plan.compile, "steps": 8 if plan.quick else DDP_STEPS,
+                "rounds": 2 if plan.quick else DDP_ROUNDS}
+        if share <= 0:
+            _skipped(plan, "ddp", key, patch, s, bs, plan.compile)
+            continue
+        rc, err = run_worker(task, in_process=plan.in_process, timeout_s=share + WORKER_GRACE_S)
+        if rc != 0:
+            say(f"ddp {key}/{patch}: worker exit {rc}: {err.strip().splitlines()[-1:]}")
+    rows = sorted(_rows(plan.out, "ddp"), key=lambda r: str(r["model"]))
+    write_table(rows, DDP_COLUMNS, Path(plan.out) / "ddp_overhead",
+                title="Training img/s: DDP with 1 rank vs the plain loop",
+                notes=["ddp_overhead = 1 - ddp / plain (medians over alternating rounds); "
+                       "the target is < 0.03",
+                       "both through benchbench.train.train on batches already on the device; "
+                       "DDP as benchbench.distributed.wrap_ddp (SyncBatchNorm on CUDA)"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -829,8 +970,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_timm(plan, deadline)
         elif part == "mfu":
             run_mfu(plan, deadline, env["peak_flops"])
-        else:
+        elif part == "data":
             run_data(plan, deadline)
+        else:
+            run_ddp(plan, deadline)
         say(f"{part} done at {time.time() - t0:.0f}s")
     say(f"all done in {time.time() - t0:.0f}s: {out}")
     return 0

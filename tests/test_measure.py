@@ -351,7 +351,7 @@ def test_gpu_max_batch_size_real_search():
 
 def test_gpu_bench_args_and_plan(tmp_path):
     plan = gpu_bench.plan_from_args(gpu_bench.parse_args(["--out", str(tmp_path)]))
-    assert plan.parts == ("fig12", "timm", "mfu", "data") and plan.sizes == (64, 128, 224, 384, 512)
+    assert plan.parts == ("fig12", "timm", "mfu", "data", "ddp") and plan.sizes == (64, 128, 224, 384, 512)
     assert sorted(plan.fig12_models, key=str) == sorted(
         [("bit_r50x1", None), ("bit_r50x2", None), ("vit_b", 32), ("vit_l", 32), ("vit_b", 16),
          ("vit_l", 16), ("vit_h", 14), ("bit_r152x4", None)], key=str)
@@ -473,6 +473,11 @@ def _check_quick_outputs(out: Path) -> None:
     assert dp["status"] == "ok" and dp["train_img_per_s"] > 0 and dp["resident_img_per_s"] > 0
     assert dp["data_path_ratio"] == pytest.approx(dp["train_img_per_s"] / dp["resident_img_per_s"])
     assert (out / "data_path.md").is_file()
+    (dd,) = results.load_rows(out / "ddp")[0]
+    assert dd["status"] == "ok" and dd["ddp_backend"] == "gloo" and dd["batch_size"] == 8
+    assert dd["ddp_overhead"] == pytest.approx(1 - dd["ddp_img_per_s"] / dd["plain_img_per_s"])
+    assert len(dd["ddp_rounds"]["plain"]) == len(dd["ddp_rounds"]["ddp"]) == 2
+    assert "| ViT-micro/4 | 32 | ok | 8 |" in (out / "ddp_overhead.md").read_text()
 
 
 def test_gpu_bench_quick_cpu_in_process(tmp_path):
@@ -482,6 +487,7 @@ def test_gpu_bench_quick_cpu_in_process(tmp_path):
     assert gpu_bench.main(["--out", str(out), "--device", "cpu", "--quick", "--in-process",
                            "--timm-benchmark", str(script)]) == 0
     _check_quick_outputs(out)
+    assert not torch.distributed.is_initialized() and "WORLD_SIZE" not in os.environ
     table = (out / "timm_comparison.csv").read_text().splitlines()
     assert "400.0" in table[1]  # timm's number made it into the side-by-side
 
@@ -508,8 +514,8 @@ def test_gpu_bench_spent_budget_leaves_skipped_rows(tmp_path):
     out = tmp_path / "out"
     assert gpu_bench.main(["--out", str(out), "--device", "cpu", "--quick", "--in-process",
                            "--budget-s", "0"]) == 0
-    rows, _ = results.load_rows([out / "fig12", out / "mfu"])
-    assert len(rows) == 3 and {r["status"] for r in rows} == {"skipped"}
+    rows, _ = results.load_rows([out / "fig12", out / "mfu", out / "ddp"])
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"skipped"}
     assert all(r["error"] == "time budget spent" for r in rows)
     assert "| test_vit |" in (out / "timm_comparison.md").read_text()  # listed, as skipped
     assert (out / "fig12.md").is_file() and (out / "mfu.md").is_file()
