@@ -514,7 +514,7 @@ def worker_data(task: dict[str, Any]) -> None:
     dev = _setup_device(task["device"])
     prec = _precision(dev)
     prov = _provenance(dev)
-    s, bs = 32, task["batch_size"]
+    s, bs = task["image_size"], task["batch_size"]
     cfg = model_cfg(task["key"], task["patch"], s)
     conf = point_config("data", cfg, image_size=s, batch_size=bs, precision=prec,
                         device=task["device"], compile=False, channels_last=False,
@@ -857,25 +857,34 @@ def run_timm(plan: Plan, deadline: float) -> None:
                 title="benchbench vs timm benchmark.py (inference)", notes=notes)
 
 
-def run_mfu(plan: Plan, deadline: float, peak: float | None) -> None:
-    for i, (key, patch, bs) in enumerate(plan.mfu_models):
-        share = (deadline - time.time()) / (len(plan.mfu_models) - i)
-        task = {"part": "mfu", "out": plan.out, "device": plan.device, "key": key,
-                "patch": patch, "batch_size": bs, "image_size": plan.mfu_image_size,
-                "compile": plan.compile, "warmup": plan.warmup, "repeats": plan.repeats,
-                "peak_flops": peak, "quick": plan.quick}
+def _run_points(plan: Plan, part: str, deadline: float, tasks: list[dict[str, Any]],
+                columns: Sequence[str], title: str, notes: list[str], stem: str) -> None:
+    """Each task in its own worker, sharing the part's time left equally; a point the
+    budget did not reach gets a `skipped` row; then the part's table from its rows."""
+    for i, task in enumerate(tasks):
+        share = (deadline - time.time()) / (len(tasks) - i)
+        task = {"part": part, "out": plan.out, "device": plan.device, "quick": plan.quick,
+                **task}
+        name = f"{part} {task['key']}/{task['patch']} batch {task['batch_size']}"
         if share <= 0:
-            _skipped(plan, "mfu", key, patch, plan.mfu_image_size, bs, plan.compile)
+            _skipped(plan, part, task["key"], task["patch"], task["image_size"],
+                     task["batch_size"], task.get("compile", False))
             continue
-        say(f"mfu {key}/{patch} batch {bs}: {share:.0f}s")
+        say(f"{name}: {share:.0f}s")
         rc, err = run_worker(task, in_process=plan.in_process, timeout_s=share + WORKER_GRACE_S)
         if rc != 0:
-            say(f"mfu {key}/{patch}: worker exit {rc}: {err.strip().splitlines()[-1:]}")
-    rows = sorted(_rows(plan.out, "mfu"), key=lambda r: str(r["model"]))
-    write_table(rows, MFU_COLUMNS, Path(plan.out) / "mfu",
-                title="Training throughput and MFU",
-                notes=["mfu = 3 x forward FLOPs x train img/s / datasheet bf16 peak",
-                       "train_warmup_s includes torch.compile; it is not in img/s"])
+            say(f"{name}: worker exit {rc}: {err.strip().splitlines()[-1:]}")
+    rows = sorted(_rows(plan.out, part), key=lambda r: str(r["model"]))
+    write_table(rows, columns, Path(plan.out) / stem, title=title, notes=notes)
+
+
+def run_mfu(plan: Plan, deadline: float, peak: float | None) -> None:
+    tasks = [{"key": key, "patch": patch, "batch_size": bs, "image_size": plan.mfu_image_size,
+              "compile": plan.compile, "warmup": plan.warmup, "repeats": plan.repeats,
+              "peak_flops": peak} for key, patch, bs in plan.mfu_models]
+    _run_points(plan, "mfu", deadline, tasks, MFU_COLUMNS, "Training throughput and MFU",
+                ["mfu = 3 x forward FLOPs x train img/s / datasheet bf16 peak",
+                 "train_warmup_s includes torch.compile; it is not in img/s"], stem="mfu")
 
 
 def _skipped(plan: Plan, part: str, key: str, patch: int | None, image_size: int, bs: int,
@@ -891,48 +900,29 @@ def _skipped(plan: Plan, part: str, key: str, patch: int | None, image_size: int
 
 
 def run_data(plan: Plan, deadline: float) -> None:
-    models = QUICK_DATA_MODELS if plan.quick else DATA_MODELS
-    for i, (key, patch, bs) in enumerate(models):
-        share = (deadline - time.time()) / (len(models) - i)
-        task = {"part": "data", "out": plan.out, "device": plan.device, "key": key,
-                "patch": patch, "batch_size": bs, "quick": plan.quick,
-                "n_images": 256 if plan.quick else DATA_IMAGES,
-                "steps": 12 if plan.quick else DATA_STEPS}
-        if share <= 0:
-            _skipped(plan, "data", key, patch, 32, bs, False)
-            continue
-        rc, err = run_worker(task, in_process=plan.in_process, timeout_s=share + WORKER_GRACE_S)
-        if rc != 0:
-            say(f"data {key}/{patch}: worker exit {rc}: {err.strip().splitlines()[-1:]}")
-    rows = sorted(_rows(plan.out, "data"), key=lambda r: str(r["model"]))
-    write_table(rows, DATA_COLUMNS, Path(plan.out) / "data_path",
-                title="Training img/s: device-resident loader vs a batch already on the device",
-                notes=["data_path_ratio = loader / resident; the target is >= 0.95",
-                       "both through benchbench.train.train (same loop, same warm-up)"])
+    tasks = [{"key": key, "patch": patch, "batch_size": bs, "image_size": 32,
+              "n_images": 256 if plan.quick else DATA_IMAGES,
+              "steps": 12 if plan.quick else DATA_STEPS}
+             for key, patch, bs in (QUICK_DATA_MODELS if plan.quick else DATA_MODELS)]
+    _run_points(plan, "data", deadline, tasks, DATA_COLUMNS,
+                "Training img/s: device-resident loader vs a batch already on the device",
+                ["data_path_ratio = loader / resident; the target is >= 0.95",
+                 "both through benchbench.train.train (same loop, same warm-up)"],
+                stem="data_path")
 
 
 def run_ddp(plan: Plan, deadline: float) -> None:
-    models = QUICK_DDP_MODELS if plan.quick else DDP_MODELS
-    s = 32 if plan.quick else 224
-    for i, (key, patch, bs) in enumerate(models):
-        share = (deadline - time.time()) / (len(models) - i)
-        task = {"part": "ddp", "out": plan.out, "device": plan.device, "key": key,
-                "patch": patch, "batch_size": bs, "image_size": s, "quick": plan.quick,
-                "compile": plan.compile, "steps": 8 if plan.quick else DDP_STEPS,
-                "rounds": 2 if plan.quick else DDP_ROUNDS}
-        if share <= 0:
-            _skipped(plan, "ddp", key, patch, s, bs, plan.compile)
-            continue
-        rc, err = run_worker(task, in_process=plan.in_process, timeout_s=share + WORKER_GRACE_S)
-        if rc != 0:
-            say(f"ddp {key}/{patch}: worker exit {rc}: {err.strip().splitlines()[-1:]}")
-    rows = sorted(_rows(plan.out, "ddp"), key=lambda r: str(r["model"]))
-    write_table(rows, DDP_COLUMNS, Path(plan.out) / "ddp_overhead",
-                title="Training img/s: DDP with 1 rank vs the plain loop",
-                notes=["ddp_overhead = 1 - ddp / plain (medians over alternating rounds); "
-                       "the target is < 0.03",
-                       "both through benchbench.train.train on batches already on the device; "
-                       "DDP as benchbench.distributed.wrap_ddp (SyncBatchNorm on CUDA)"])
+    tasks = [{"key": key, "patch": patch, "batch_size": bs,
+              "image_size": 32 if plan.quick else 224, "compile": plan.compile,
+              "steps": 8 if plan.quick else DDP_STEPS, "rounds": 2 if plan.quick else DDP_ROUNDS}
+             for key, patch, bs in (QUICK_DDP_MODELS if plan.quick else DDP_MODELS)]
+    _run_points(plan, "ddp", deadline, tasks, DDP_COLUMNS,
+                "Training img/s: DDP with 1 rank vs the plain loop",
+                ["ddp_overhead = 1 - ddp / plain (medians over alternating rounds); "
+                 "the target is < 0.03",
+                 "both through benchbench.train.train on batches already on the device; "
+                 "DDP as benchbench.distributed.wrap_ddp (SyncBatchNorm on CUDA)"],
+                stem="ddp_overhead")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
