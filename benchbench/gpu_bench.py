@@ -284,6 +284,8 @@ def timm_comparison_rows(names: Sequence[str], bb_rows: Sequence[dict[str, Any]]
             "benchbench_gmacs": bb_gmacs, "timm_gmacs": t.get("infer_gmacs"),
             "ratio_gmacs": ratio(bb_gmacs, t.get("infer_gmacs")),
             "timm_image_size": t.get("infer_img_size"),
+            "tuned_img_per_s": r.get("tuned_img_per_s"),
+            "ratio_tuned": ratio(r.get("tuned_img_per_s"), t.get("infer_samples_per_sec")),
             "status": r.get("status", "skipped"), "timm_status": t.get("status"),
         })
     return out
@@ -291,8 +293,8 @@ def timm_comparison_rows(names: Sequence[str], bb_rows: Sequence[dict[str, Any]]
 
 TIMM_COLUMNS = ("model", "batch_size", "image_size", "benchbench_img_per_s",
                 "benchbench_img_per_s_spread", "timm_img_per_s", "ratio_img_per_s",
-                "benchbench_gmacs", "timm_gmacs", "ratio_gmacs", "timm_image_size", "status",
-                "timm_status")
+                "tuned_img_per_s", "ratio_tuned", "benchbench_gmacs", "timm_gmacs",
+                "ratio_gmacs", "timm_image_size", "status", "timm_status")
 FIG12_COLUMNS = ("model", "image_size", "status", "infer_img_per_s", "infer_img_per_s_spread",
                  "batch_size", "max_batch_size", "max_batch_at_limit", "peak_mem_infer_bytes",
                  "flops_per_image", "infer_mfu", "params", "error")
@@ -457,6 +459,8 @@ def worker_timm(task: dict[str, Any]) -> None:
         m.update({k: r[k] for k in ("infer_img_per_s", "infer_img_per_s_spread", "batch_size",
                                     "peak_mem_infer_bytes")})
         m["peak_mem_bytes"] = r["peak_mem_infer_bytes"]
+        if task.get("tuned") and r["status"] == "ok":
+            m.update(_tuned_infer(model, s, dev, prec, task))
         row = build_row("timm", conf, m, status=r["status"], error=r["error"], provenance=prov)
     except Exception as e:  # noqa: BLE001
         conf = conf or point_config("timm", cfg, image_size=224, batch_size=task["batch_size"],
@@ -466,6 +470,28 @@ def worker_timm(task: dict[str, Any]) -> None:
                         error=f"{type(e).__name__}: {e}"[:500], provenance=prov)
     _write(row, task["out"], "timm")
     say(f"timm {task['timm_name']}: {row['status']} {_fmt(row.get('infer_img_per_s'))} img/s")
+
+
+def _tuned_infer(model, image_size: int, dev, prec: str, task: dict[str, Any]) -> dict[str, Any]:
+    """The same model and batch with what benchbench adds over timm's defaults: compile,
+    CUDA graphs (on CUDA), channels_last for convolutional models. A failure here is
+    recorded beside the eager number, never instead of it."""
+    from torch import nn
+
+    from benchbench import measure
+
+    cl = any(isinstance(mod, nn.Conv2d) and mod.kernel_size != mod.stride
+             for mod in model.modules())  # convolutions beyond a patch embedding
+    try:
+        r = measure.infer_throughput(model, batch_size=task["batch_size"], image_size=image_size,
+                                     device=dev, precision=prec, channels_last=cl, compile=True,
+                                     cuda_graphs=dev.type == "cuda", warmup=task["warmup"],
+                                     repeats=task["repeats"])
+        return {"tuned_img_per_s": r["infer_img_per_s"], "tuned_channels_last": cl,
+                "tuned_error": r["error"]}
+    except Exception as e:  # noqa: BLE001
+        return {"tuned_img_per_s": None, "tuned_channels_last": cl,
+                "tuned_error": f"{type(e).__name__}: {e}"[:300]}
 
 
 def worker_mfu(task: dict[str, Any]) -> None:
@@ -837,7 +863,7 @@ def run_timm(plan: Plan, deadline: float) -> None:
             share = (deadline - time.time()) / (len(plan.timm_models) - i)
         task = {"part": "timm", "out": plan.out, "device": plan.device, "timm_name": name,
                 "batch_size": plan.timm_batch, "warmup": plan.warmup, "repeats": plan.repeats,
-                "quick": plan.quick}
+                "quick": plan.quick, "tuned": plan.compile}
         say(f"timm {name}: benchbench infer_throughput")
         rc, err = run_worker(task, in_process=plan.in_process, timeout_s=share + WORKER_GRACE_S)
         if rc != 0:
@@ -849,6 +875,8 @@ def run_timm(plan: Plan, deadline: float) -> None:
              "test size, 288 for resnet50).",
              "benchbench: CUDA events, median of repeats over rotating random batches; "
              "timm: mean over its bench iterations on one random batch.",
+             "tuned = benchbench with torch.compile + CUDA graphs (+ channels_last for "
+             "convolutional models); ratio_tuned = tuned / timm's eager number.",
              "gmacs: benchbench counts matmuls incl. attention, no norms; timm's fvcore "
              "count includes norms (and attention only in newer timm)."]
     if not plan.timm_benchmark:

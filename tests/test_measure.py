@@ -510,6 +510,17 @@ def test_gpu_bench_timm_part_with_timms_own_script(tmp_path):
     assert float(row["ratio_img_per_s"]) > 0
 
 
+@pytest.mark.slow
+def test_gpu_bench_tuned_inference_on_cpu(tmp_path):
+    """The compile (+ channels_last) arm of the timm table, on the CPU (no CUDA graphs)."""
+    task = {"part": "timm", "out": str(tmp_path), "device": "cpu", "timm_name": "resnet18",
+            "batch_size": 2, "warmup": 1, "repeats": 2, "quick": True, "tuned": True}
+    gpu_bench.worker_timm(task)
+    (row,) = results.load_rows(tmp_path / "timm")[0]
+    assert row["status"] == "ok" and row["tuned_error"] is None, row["tuned_error"]
+    assert row["tuned_img_per_s"] > 0 and row["tuned_channels_last"] is True
+
+
 def test_gpu_bench_spent_budget_leaves_skipped_rows(tmp_path):
     out = tmp_path / "out"
     assert gpu_bench.main(["--out", str(out), "--device", "cpu", "--quick", "--in-process",
@@ -531,3 +542,16 @@ def test_gpu_bench_quick_cpu_one_process_per_model(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "all done" in p.stdout
     _check_quick_outputs(out)
+
+
+@pytest.mark.slow
+def test_gpu_bench_ddp_part_compiles_the_ddp_wrapped_model_on_cpu(tmp_path):
+    """torch.compile(DDP(model)) through the real training loop (gloo, 1 rank)."""
+    task = {"part": "ddp", "out": str(tmp_path), "device": "cpu", "quick": True,
+            "key": "vit_micro", "patch": 4, "batch_size": 8, "image_size": 32, "compile": True,
+            "steps": 6, "rounds": 1}
+    gpu_bench.worker_ddp(task)
+    (row,) = results.load_rows(tmp_path / "ddp")[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["compile"] is True and row["plain_img_per_s"] > 0 and row["ddp_img_per_s"] > 0
+    assert not torch.distributed.is_initialized()
