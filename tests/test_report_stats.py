@@ -202,3 +202,28 @@ def test_overhead_finding_is_the_share_of_wall_time_outside_training():
     (line,) = overhead_findings(train)
     assert "10% of the 0.7 min the 2 runs took" in line
     assert overhead_findings(pd.DataFrame({"wall_s": [1.0], "train_wall_s": [None]})) == []
+
+
+def _pairs(mults, diffs=None):
+    from benchbench.report.compare import EqualCompute
+
+    n = len(mults)
+    diffs = diffs or [0.05] * n
+    pairs = pd.DataFrame({
+        "budget": [1e10 * 10**i for i in range(n)], "family_a": "vit", "family_b": "bit",
+        "acc_a": 0.8, "acc_b": [0.8 - d for d in diffs], "diff": diffs,
+        "diff_lo": np.nan, "diff_hi": np.nan, "multiplier": mults})
+    return EqualCompute(budgets=pairs["budget"].to_numpy(), best=pd.DataFrame(), pairs=pairs,
+                        bootstrapped=False)
+
+
+def test_compute_multiplier_sentence_says_more_less_or_about_the_same():
+    from benchbench.report.summary import equal_compute_findings
+
+    more = " ".join(equal_compute_findings(_pairs([2.0, 4.0])))
+    assert "BiT needs 2.8x more compute than ViT to reach ViT's accuracy" in more
+    assert "geometric mean 2.8, 2-4 over 1.0e10-1.0e11 FLOPs" in more
+    less = " ".join(equal_compute_findings(_pairs([0.5])))
+    assert "BiT needs 2x less compute than ViT" in less and "at 1.0e10 FLOPs" in less
+    same = " ".join(equal_compute_findings(_pairs([1.05, 0.98])))
+    assert "BiT needs about as much compute as ViT" in same and "x less" not in same

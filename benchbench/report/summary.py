@@ -56,13 +56,17 @@ def equal_compute_findings(ec: EqualCompute, level: float = 0.95) -> list[str]:
         m = d[np.isfinite(d["multiplier"].to_numpy(float)) & (d["multiplier"] > 0)]
         if len(m):
             gm = float(np.exp(np.log(m["multiplier"]).mean()))
-            span = (f"{m['multiplier'].min():.2g}-{m['multiplier'].max():.2g}x over "
+            span = (f"{m['multiplier'].min():.2g}-{m['multiplier'].max():.2g} over "
                     f"{fmt_sci(m['budget'].min())}-{fmt_sci(m['budget'].max())} FLOPs"
                     if len(m) > 1 else f"at {fmt_sci(m['budget'].iloc[0])} FLOPs")
-            how = "more" if gm >= 1 else "less"
-            factor = gm if gm >= 1 else 1 / gm
-            out.append(f"{B} needs {factor:.2g}x {how} compute than {A} to match {A}'s "
-                       f"accuracy (geometric mean; {span}).")
+            ratio = f"{B}'s compute / {A}'s: geometric mean {gm:.2g}, {span}"
+            if 1 / 1.1 < gm < 1.1:
+                out.append(f"{B} needs about as much compute as {A} to reach {A}'s accuracy "
+                           f"({ratio}).")
+            else:
+                how, factor = ("more", gm) if gm > 1 else ("less", 1 / gm)
+                out.append(f"{B} needs {factor:.2g}x {how} compute than {A} to reach {A}'s "
+                           f"accuracy ({ratio}).")
         else:
             out.append(f"No budget where {B}'s frontier reaches {A}'s accuracy inside its "
                        f"measured range: no compute multiplier for {B} vs {A}.")
