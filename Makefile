@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned here (not in pyproject): these two come from the local disk.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data demo report test test-all lint clean
+.PHONY: setup data demo report test test-all lint clean gpu-prep gpu-install gpu-bench gpu-study
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,3 +39,37 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- A session with the GPU machine (device tool): its python3 has torch, no network. ---
+# Here, `make gpu-prep`: what its image lacks, into ignored folders to carry with the call:
+#   .whl/ (pure-Python wheels: hydra, omegaconf, fvcore, iopath, timm as pinned here) and
+#   .data/fashion-mnist/ (from the Debian package); timm's benchmark.py goes in
+#   .third_party/timm/ (README, "Performance on a GPU"). There, `make gpu-bench OUT=$$OUT`
+#   (about 9 minutes) and `make gpu-study OUT=$$OUT`, carrying .whl .data .third_party.
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 \
+	fvcore==0.1.5.post20221221 iopath==0.1.10 yacs==0.1.8 termcolor==3.3.0 timm==1.0.31
+GPU_PY     ?= python3
+OUT        ?= results
+GPU_BENCH_ARGS ?=
+GPU_DEVICE ?= cuda
+GPU_STUDY  ?= data.train_size=5000,20000,60000 train.epochs=30 \
+	model=vit_ti,bit_r50x1,hybrid_r26_vit_s
+gpu-prep: setup data
+	rm -rf .whl && mkdir -p .whl .data
+	$(BIN)/pip download -q --no-deps -d .whl $(GPU_WHEELS)
+	cd .whl && ../$(BIN)/pip wheel -q --no-deps -w . *.tar.gz && rm -f *.tar.gz
+	rm -rf .data/fashion-mnist && cp -r /usr/share/datasets/fashion-mnist .data/
+
+gpu-install:
+	$(GPU_PY) -m pip install -q --no-index --no-deps .whl/*.whl
+
+gpu-bench: gpu-install
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m benchbench.gpu_bench --out $(OUT)/gpu_measure \
+	  $$(test -f .third_party/timm/benchmark.py && echo --timm-benchmark .third_party/timm/benchmark.py) \
+	  $(GPU_BENCH_ARGS)
+
+gpu-study: gpu-install
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m benchbench.cli study=fashion_mnist_scaling device=$(GPU_DEVICE) \
+	  data.root=$(CURDIR)/.data/fashion-mnist \
+	  results.dir=$(OUT)/gpu_train/fashion_mnist_scaling $(GPU_STUDY)
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m benchbench.report.cli $(OUT)/gpu_train/fashion_mnist_scaling
