@@ -32,7 +32,8 @@ FAST = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 MANY = settings(FAST, max_examples=300)  # the cheap ones: pure functions
 FUZZ_SECONDS = 9.0  # per fuzzer: three fuzzers, ~30 s in all
-FUZZ = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(deadline=None, database=None, derandomize=False,  # slow fuzzers: fresh inputs
+                suppress_health_check=list(HealthCheck))
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
