@@ -21,7 +21,7 @@ from benchbench.errors import BenchbenchError, ConfigError, ResultsError, closes
 PKG_DIR = Path(__file__).resolve().parent
 CONF_DIR = PKG_DIR.parent / "conf"
 # Config groups a user picks from on the command line; a typo is answered before Hydra runs.
-GROUPS = ("model", "data", "train", "task", "study")
+GROUPS = ("model", "data", "train", "task", "study", "debug")
 
 _EXIT = {"code": 0}  # set by a single run / the sweep summary; read by main()
 
@@ -667,6 +667,13 @@ def _run_probe(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
          identity=identity, init_state=state, train_steps=False)
 
 
+def _max_steps(cfg: Any) -> int:
+    v = cfg.get("max_steps")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"max_steps must be a positive whole number or null, got {v!r}.")
+    return v
+
+
 def _fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, run_id: str,
          identity: dict[str, Any], init_state: dict[str, Any] | None = None,
          train_steps: bool = True) -> None:
@@ -675,11 +682,13 @@ def _fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path,
     import torch
 
     from benchbench import data, distributed, measure, models
-    from benchbench.train import evaluate, resolve_budget, train
+    from benchbench.train import Budget, evaluate, resolve_budget, train
 
     denv = distributed.current()  # one process: rank 0 of 1, no process group
     if train_steps:  # a zero or negative budget is refused before any data is loaded
         resolve_budget(tcfg, flops_per_image=1, steps_per_epoch=1)
+        if cfg.get("max_steps") is not None:
+            _max_steps(cfg)
         factor = tcfg.get("retry_diverged_lr_factor")
         if factor is not None and not (isinstance(factor, int | float) and 0 < factor < 1):
             raise ConfigError(f"train.retry_diverged_lr_factor must be in (0, 1) or null, "
@@ -739,6 +748,8 @@ def _fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path,
                        seed=seed, drop_last=True)
     budget = resolve_budget(tcfg, flops_per_image=fl["flops_per_image"],
                             steps_per_epoch=loader.steps_per_epoch)
+    if cfg.get("max_steps") is not None:  # debug=smoke: the same point, a few steps
+        budget = Budget(min(budget.steps, _max_steps(cfg)), budget.global_batch)
     row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=float(tcfg.lr))
     if tcfg.get("grad_checkpointing"):
         if not hasattr(model, "set_grad_checkpointing"):

@@ -65,9 +65,15 @@ def empty_row() -> dict[str, Any]:
     return row
 
 
+# Keys added after results existed: null means the old behaviour, so a null one is left out
+# and every earlier row keeps its run_id (a relaunch still skips it).
+_NULL_NEUTRAL_KEYS = ("max_steps",)
+
+
 def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved config that defines what a run computes."""
-    out = {k: v for k, v in cfg.items() if k not in _NON_IDENTITY_KEYS}
+    out = {k: v for k, v in cfg.items() if k not in _NON_IDENTITY_KEYS
+           and not (k in _NULL_NEUTRAL_KEYS and v is None)}
     train = dict(out.get("train") or {})
     for k in ("checkpoint_every_s", "log_every", "save_final",  # how, not what
               "micro_batch_size", "grad_checkpointing", "retry_diverged_lr_factor"):
