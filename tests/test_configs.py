@@ -66,15 +66,16 @@ def test_every_point_of_every_study_is_valid_and_builds(study):
     assert len(ids) >= len(points) // 2  # CNN points at two patch sizes collapse to one
 
 
-def test_demo_rows_count_matches_its_header_and_the_committed_rows():
-    """The points the demo composes to today are exactly the committed rows: a relaunch
+@pytest.mark.parametrize("study,rows", [("demo", 15), ("fashion_mnist_scaling", 15)])
+def test_study_composes_to_exactly_its_committed_rows(study, rows):
+    """The points a study composes to today are exactly its committed rows: a relaunch
     skips all of them (a config key added without care would change every run_id)."""
     from benchbench.results import run_id_of
 
-    base = _compose(["study=demo"])
-    ids = {run_id_of(cli.resolved_config(_compose(["study=demo", *o]))) for o in _grid(base)}
-    assert len(ids) == 15
-    assert ids == {p.stem for p in (REPO / "results" / "demo" / "runs").glob("*.json")}
+    base = _compose([f"study={study}"])
+    ids = {run_id_of(cli.resolved_config(_compose([f"study={study}", *o]))) for o in _grid(base)}
+    assert len(ids) == rows
+    assert ids == {p.stem for p in (REPO / "results" / study / "runs").glob("*.json")}
 
 
 def test_slurm_and_local_launcher_presets_compose():
