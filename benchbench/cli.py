@@ -667,8 +667,11 @@ def _run_probe(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
          identity=identity, init_state=state, train_steps=False)
 
 
-def _max_steps(cfg: Any) -> int:
+def _max_steps(cfg: Any) -> int | None:
+    """cfg.max_steps (debug=smoke's cap on every training stage), checked; None = no cap."""
     v = cfg.get("max_steps")
+    if v is None:
+        return None
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"max_steps must be a positive whole number or null, got {v!r}.")
     return v
@@ -685,10 +688,9 @@ def _fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path,
     from benchbench.train import Budget, evaluate, resolve_budget, train
 
     denv = distributed.current()  # one process: rank 0 of 1, no process group
+    cap = _max_steps(cfg) if train_steps else None
     if train_steps:  # a zero or negative budget is refused before any data is loaded
         resolve_budget(tcfg, flops_per_image=1, steps_per_epoch=1)
-        if cfg.get("max_steps") is not None:
-            _max_steps(cfg)
         factor = tcfg.get("retry_diverged_lr_factor")
         if factor is not None and not (isinstance(factor, int | float) and 0 < factor < 1):
             raise ConfigError(f"train.retry_diverged_lr_factor must be in (0, 1) or null, "
@@ -748,8 +750,8 @@ def _fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path,
                        seed=seed, drop_last=True)
     budget = resolve_budget(tcfg, flops_per_image=fl["flops_per_image"],
                             steps_per_epoch=loader.steps_per_epoch)
-    if cfg.get("max_steps") is not None:  # debug=smoke: the same point, a few steps
-        budget = Budget(min(budget.steps, _max_steps(cfg)), budget.global_batch)
+    if cap is not None:  # debug=smoke: the same point, a few steps
+        budget = Budget(min(budget.steps, cap), budget.global_batch)
     row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=float(tcfg.lr))
     if tcfg.get("grad_checkpointing"):
         if not hasattr(model, "set_grad_checkpointing"):

@@ -221,6 +221,24 @@ def build_row(part: str, config: dict[str, Any], measured: dict[str, Any], *,
     return row
 
 
+def failure_row(part: str, config: dict[str, Any], measured: dict[str, Any], e: BaseException,
+                provenance: dict[str, Any]) -> dict[str, Any]:
+    """The row of a point whose worker raised: `oom` or `failed`, what was measured before."""
+    from benchbench import measure
+
+    return build_row(part, config, measured, status="oom" if measure.is_oom(e) else "failed",
+                     error=f"{type(e).__name__}: {e}"[:500], provenance=provenance)
+
+
+def _bench_train_cfg(batch_size: int, lr: float):
+    """The train config the timed training loops use (AdamW, warm-up + cosine, clip 1)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"optimizer": "adamw", "lr": lr, "weight_decay": 0.05,
+                             "betas": [0.9, 0.999], "batch_size": batch_size,
+                             "warmup_frac": 0.05, "schedule": "cosine", "grad_clip": 1.0})
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -466,8 +484,7 @@ def worker_timm(task: dict[str, Any]) -> None:
         conf = conf or point_config("timm", cfg, image_size=224, batch_size=task["batch_size"],
                                     precision=prec, device=task["device"], compile=False,
                                     channels_last=False, quick=task["quick"])
-        row = build_row("timm", conf, m, status="oom" if measure.is_oom(e) else "failed",
-                        error=f"{type(e).__name__}: {e}"[:500], provenance=prov)
+        row = failure_row("timm", conf, m, e, prov)
     _write(row, task["out"], "timm")
     say(f"timm {task['timm_name']}: {row['status']} {_fmt(row.get('infer_img_per_s'))} img/s")
 
@@ -521,8 +538,7 @@ def worker_mfu(task: dict[str, Any]) -> None:
         m["mfu"] = measure.mfu(m["flops_per_image"], m["train_img_per_s"], m["peak_flops"])
         row = build_row("mfu", conf, m, status=r["status"], error=r["error"], provenance=prov)
     except Exception as e:  # noqa: BLE001
-        row = build_row("mfu", conf, m, status="oom" if measure.is_oom(e) else "failed",
-                        error=f"{type(e).__name__}: {e}"[:500], provenance=prov)
+        row = failure_row("mfu", conf, m, e, prov)
     _write(row, task["out"], "mfu")
     say(f"mfu {row['model']}: {row['status']} {_fmt(row.get('train_img_per_s'))} img/s, "
         f"MFU {_fmt(row.get('mfu'))}")
@@ -532,7 +548,6 @@ def worker_data(task: dict[str, Any]) -> None:
     """End-to-end training img/s through DeviceLoader (uint8 on the device, augmentation and
     normalisation there) against the same loop fed one batch already on the device."""
     import torch
-    from omegaconf import OmegaConf
 
     from benchbench import data, measure
     from benchbench.train import Budget, train
@@ -559,9 +574,7 @@ def worker_data(task: dict[str, Any]) -> None:
             while True:
                 yield fixed
 
-        tcfg = OmegaConf.create({"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05,
-                                 "betas": [0.9, 0.999], "batch_size": bs, "warmup_frac": 0.05,
-                                 "schedule": "cosine", "grad_clip": 1.0})
+        tcfg = _bench_train_cfg(bs, lr=1e-3)
         rates = {}
         for name, batches in (("loader", loader.iter_from), ("resident", resident)):
             torch.manual_seed(0)
@@ -576,8 +589,7 @@ def worker_data(task: dict[str, Any]) -> None:
                  data_path_ratio=ratio(rates["loader"], rates["resident"]))
         row = build_row("data", conf, m, provenance=prov)
     except Exception as e:  # noqa: BLE001
-        row = build_row("data", conf, m, status="oom" if measure.is_oom(e) else "failed",
-                        error=f"{type(e).__name__}: {e}"[:500], provenance=prov)
+        row = failure_row("data", conf, m, e, prov)
     _write(row, task["out"], "data")
     say(f"data {row['model']}: {row['status']} loader/resident = {_fmt(row.get('data_path_ratio'))}")
 
@@ -620,8 +632,6 @@ def worker_ddp(task: dict[str, Any]) -> None:
     torchrun/submitit) against the same loop unwrapped, on batches already on the device."""
     import statistics
 
-    from benchbench import measure
-
     dev = _setup_device(task["device"])
     prec = _precision(dev)
     prov = _provenance(dev)
@@ -641,8 +651,7 @@ def worker_ddp(task: dict[str, Any]) -> None:
                  ddp_rounds={k: [round(v, 2) for v in vs] for k, vs in rates.items()})
         row = build_row("ddp", conf, m, provenance=prov)
     except Exception as e:  # noqa: BLE001
-        row = build_row("ddp", conf, m, status="oom" if measure.is_oom(e) else "failed",
-                        error=f"{type(e).__name__}: {e}"[:500], provenance=prov)
+        row = failure_row("ddp", conf, m, e, prov)
     _write(row, task["out"], "ddp")
     say(f"ddp {row['model']}: {row['status']} overhead {_fmt(row.get('ddp_overhead'))}")
 
@@ -650,7 +659,6 @@ def worker_ddp(task: dict[str, Any]) -> None:
 def _ddp_rounds(task: dict[str, Any], cfg: dict[str, Any], dev, prec: str) -> dict[str, list]:
     """img/s of each arm per round; arms alternate so drift falls on both."""
     import torch
-    from omegaconf import OmegaConf
 
     from benchbench import distributed, measure
     from benchbench.train import Budget, train
@@ -666,9 +674,7 @@ def _ddp_rounds(task: dict[str, Any], cfg: dict[str, Any], dev, prec: str) -> di
             yield xs[i % len(xs)]
             i += 1
 
-    tcfg = OmegaConf.create({"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05,
-                             "betas": [0.9, 0.999], "batch_size": bs, "warmup_frac": 0.05,
-                             "schedule": "cosine", "grad_clip": 1.0})
+    tcfg = _bench_train_cfg(bs, lr=1e-4)
     rates: dict[str, list[float]] = {"plain": [], "ddp": []}
     for _ in range(task["rounds"]):
         for arm in ("plain", "ddp"):
