@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from benchbench.errors import BenchbenchError, ConfigError, ResultsError, closest_first
 
 PKG_DIR = Path(__file__).resolve().parent
-CONF_DIR = PKG_DIR.parent / "conf"
+CONF_DIR = PKG_DIR / "conf"  # shipped in the package; the top-level conf/ and sweeps/ link here
 # Config groups a user picks from on the command line; a typo is answered before Hydra runs.
 GROUPS = ("model", "data", "train", "task", "study", "debug")
 
