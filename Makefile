@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned here (not in pyproject): these two come from the local disk.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data demo report test test-all lint clean gpu-prep gpu-install gpu-bench gpu-study
+.PHONY: setup data demo report test test-all lint clean install-check gpu-prep gpu-install gpu-bench gpu-study
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,17 @@ test: setup
 
 test-all: setup
 	$(BIN)/pytest -q -n 2 -m "slow or not slow"
+
+# A non-editable install (as a cluster image gets with `pip install .`), used from a folder
+# outside the checkout: every config group and study must ship inside the package.
+CHECK_DIR ?= /tmp/benchbench-install-check
+install-check:
+	rm -rf $(CHECK_DIR) && $(PY) -m venv $(CHECK_DIR)/venv
+	$(CHECK_DIR)/venv/bin/pip install -q $(TORCH) .
+	cd $(CHECK_DIR) && ./venv/bin/benchbench task=measure model=vit_micro results.dir=$(CHECK_DIR)/measure
+	cd $(CHECK_DIR) && ./venv/bin/benchbench study=demo debug=smoke
+	test $$(ls $(CHECK_DIR)/results/smoke/demo/runs/*.json | wc -l) = 15
+	@echo "install-check: a non-editable install runs task=measure and study=demo debug=smoke"
 
 lint: setup
 	$(BIN)/ruff check benchbench tests
