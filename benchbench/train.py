@@ -1,13 +1,14 @@
-"""The training loop and evaluation: budget -> steps, deterministic resumable batches,
-divergence as a status, top-1/top-5, and the paper's closed-form few-shot probe.
+"""The training loop: budget -> steps, deterministic resumable batches, divergence as a
+status, signals -> a checkpoint and Interrupted.
 
-Reads top to bottom: Budget, schedule, Checkpoints, train(), evaluate(), fewshot_probe().
+Reads top to bottom: Budget, schedule, SignalCatcher, train(). Evaluation lives in
+`evaluate`, checkpoints in `checkpoint`; both are re-exported here for callers of
+`benchbench.train`.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import time
 import warnings
@@ -17,10 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from benchbench.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from benchbench.errors import ConfigError
+from benchbench.evaluate import evaluate as evaluate
+from benchbench.evaluate import extract_features as extract_features
+from benchbench.evaluate import fewshot_probe as fewshot_probe
+from benchbench.runtime import autocast
 
 
 class Diverged(RuntimeError):
@@ -132,53 +137,6 @@ def make_optimizer(model: nn.Module, tcfg: Any, device: torch.device) -> torch.o
     )
 
 
-# ---- checkpoints -------------------------------------------------------------------------
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic torch.save (temp file + rename): a crash mid-write keeps the previous one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
-    """Load with weights_only=True; refuse a checkpoint written for a different config."""
-    from benchbench.errors import BenchbenchError
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise BenchbenchError(
-            f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start over."
-        ) from None
-    theirs = state.get("identity")
-    if theirs != identity:
-        diff = _dict_diff(theirs or {}, identity)
-        raise BenchbenchError(
-            f"checkpoint {path} was written for a different config ({diff}); "
-            f"delete it or restore that config."
-        )
-    return state
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return out
-
-
-def _dict_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    fa, fb = _flat(a), _flat(b)
-    keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
-    return "; ".join(f"{k}: {fa.get(k)!r} there vs {fb.get(k)!r} here" for k in keys[:5]) or "?"
-
 
 class SignalCatcher:
     """Turns SIGTERM/SIGINT/SIGUSR2 into a flag checked at step boundaries, so the loop can
@@ -218,8 +176,8 @@ class SignalCatcher:
             signal.signal(sig, old)
 
 
-# ---- the loop ----------------------------------------------------------------------------
 SYNC_EVERY = 10  # steps between loss checks (and, under DDP, the ranks' stop/divergence vote)
+
 
 @dataclass
 class TrainResult:
@@ -230,12 +188,6 @@ class TrainResult:
     train_img_per_s: float | None
     peak_mem_train_bytes: int | None
     resumed: bool
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _sync(device: torch.device) -> None:
@@ -291,7 +243,7 @@ def train(
         has_ckpt = distributed.broadcast_object(has_ckpt)
     if has_ckpt:
         state = load_checkpoint(ckpt_path, identity or {})
-        _unwrap(model).load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, resumed = int(state["step"]), True
@@ -303,7 +255,7 @@ def train(
             return ckpt_path
         try:
             save_checkpoint(ckpt_path, {
-                "model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                "model": unwrap(model).state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "step": step, "identity": identity or {},
             })
         except OSError as e:
@@ -335,7 +287,7 @@ def train(
             torch.manual_seed(seed * 1_000_003 + step + rank * 7_919_000_003)
             x, y = next(it)
             if micro >= len(y):
-                with _autocast(device, precision):
+                with autocast(device, precision):
                     logits = model(x)
                     loss = crit(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
@@ -408,17 +360,12 @@ def _accumulate(model: nn.Module, crit: nn.Module, x: torch.Tensor, y: torch.Ten
     for i, (xm, ym) in enumerate(chunks):
         last = i == len(chunks) - 1
         with contextlib.nullcontext() if last else no_sync(model):
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 part = crit(model(xm).float(), ym) * (len(ym) / len(y))
             part.backward()
         total = part.detach() if total is None else total + part.detach()
     assert total is not None
     return total
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DDP
 
 
 def _progress(total: int, start: int, enabled: bool):
@@ -430,88 +377,3 @@ def _progress(total: int, start: int, enabled: bool):
     return tqdm(total=total, initial=start, desc="train", unit="step", leave=False,
                 dynamic_ncols=True, disable=None)
 
-
-# ---- evaluation --------------------------------------------------------------------------
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    num_classes: int,
-    device: torch.device,
-    precision: str = "fp32",
-    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> dict[str, Any]:
-    """Top-1 and top-5 accuracy (fractions) over every held-out sample exactly once.
-    `all_reduce` sums the counts across ranks under DDP."""
-    model.eval()
-    counts = torch.zeros(3, dtype=torch.float64, device=device)  # n, top1, top5
-    k = min(5, num_classes)
-    for x, y in batches:
-        with _autocast(device, precision):
-            logits = model(x)
-        top = logits.float().topk(k, dim=1).indices
-        hit = top == y[:, None]
-        counts += torch.stack([
-            torch.tensor(float(len(y)), device=device, dtype=torch.float64),
-            hit[:, 0].sum().double(), hit.any(1).sum().double(),
-        ])
-    if all_reduce is not None:
-        counts = all_reduce(counts)
-    n, t1, t5 = counts.tolist()
-    model.train()
-    if n == 0:
-        return {"top1": None, "top5": None, "eval_samples": 0}
-    return {"top1": t1 / n, "top5": t5 / n if num_classes >= 5 else None, "eval_samples": int(n)}
-
-
-@torch.inference_mode()
-def extract_features(
-    model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], *,
-    device: torch.device, precision: str = "fp32",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    from benchbench.models import features
-
-    model.eval()
-    feats, labels = [], []
-    for x, y in batches:
-        with _autocast(device, precision):
-            f = features(_unwrap(model), x)
-        feats.append(f.float().cpu())
-        labels.append(y.cpu())
-    model.train()
-    return torch.cat(feats), torch.cat(labels)
-
-
-def fewshot_probe(
-    train_feats: torch.Tensor, train_labels: torch.Tensor,
-    test_feats: torch.Tensor, test_labels: torch.Tensor, *,
-    num_classes: int, shots: int, seeds: int = 3, l2: float = 1024.0,
-) -> dict[str, Any]:
-    """The paper's few-shot linear probe: closed-form regularised least squares from frozen
-    features to {-1, 1}^K targets (big_vision evaluators/fewshot; l2 = 2^10), `shots`
-    images per class, averaged over `seeds` draws. Returns accuracy as a fraction."""
-    accs = []
-    for s in range(seeds):
-        g = torch.Generator().manual_seed(s)
-        idx = []
-        for c in range(num_classes):
-            cls = (train_labels == c).nonzero().flatten()
-            if len(cls) < shots:
-                raise ConfigError(
-                    f"few-shot needs {shots} images of class {c}, the train split has {len(cls)}; "
-                    f"lower eval.fewshot_shots or raise data.train_size."
-                )
-            idx.append(cls[torch.randperm(len(cls), generator=g)[:shots]])
-        ix = torch.cat(idx)
-        x = train_feats[ix].double()
-        mu = x.mean(0, keepdim=True)  # centre features (big_vision does the same)
-        x = x - mu
-        y = F.one_hot(train_labels[ix], num_classes).double() * 2 - 1
-        # W = (X^T X + l2 I)^-1 X^T Y, plus a bias = mean target
-        a = x.T @ x + l2 * torch.eye(x.shape[1], dtype=x.dtype)
-        w = torch.linalg.solve(a, x.T @ y)
-        b = y.mean(0, keepdim=True)
-        pred = ((test_feats.double() - mu) @ w + b).argmax(1)
-        accs.append((pred == test_labels).double().mean().item())
-    return {"fewshot_top1": sum(accs) / len(accs), "fewshot_top1_per_seed": accs, "fewshot_shots": shots}

@@ -329,6 +329,17 @@ def test_registry_names():
     assert set(DATASETS.names()) == {"synthetic", "fashion_mnist", "digits", "cifar10", "cifar100", "imagefolder"}
 
 
+def test_registry_matches_conf_data():
+    """Every conf/data/<name>.yaml has a reader registered under <name> and `name: <name>`, and
+    every registered reader has its config file."""
+    import yaml
+
+    conf = Path(data.__file__).parent.parent / "conf" / "data"
+    files = {p.stem: yaml.safe_load(p.read_text()) for p in conf.glob("*.yaml")}
+    assert set(DATASETS.names()) == set(files)
+    assert all(c["name"] == stem for stem, c in files.items())
+
+
 # ---------- synthetic
 def test_synthetic_deterministic_nested_balanced():
     a = data.synthetic_split(1500, split="train")

@@ -1,0 +1,252 @@
+"""Batches for training and evaluation: DeviceLoader (uint8 on the device), StreamLoader
+(DataLoader workers decode paths), the same batches for the same (seed, step); make_loader picks."""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from benchbench.data.base import DEFAULT_MAX_RESIDENT_BYTES, Dataset, Split, _seed
+from benchbench.data.readers.folders import _BAD_IMAGE, decode_image
+from benchbench.errors import ConfigError, DataError
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Float (B, C, H, W) -> (B, C, size, size), bilinear with antialiasing when shrinking."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+class _Batches:
+    """Shared by both loaders: which indices form global step k, and the per-batch transform
+    (resize, pad-and-crop + flip, normalise) done on the device."""
+
+    def __init__(self, n: int, *, batch_size: int, image_size: int, mean: Sequence[float],
+                 std: Sequence[float], channels: int, device: torch.device | str, augment: bool,
+                 seed: int, rank: int, world_size: int, drop_last: bool):
+        if batch_size <= 0 or image_size <= 0:
+            raise ConfigError(f"batch_size ({batch_size}) and image_size ({image_size}) must be positive.")
+        if world_size <= 0 or not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is not in 0..{world_size - 1} (world_size={world_size}).")
+        if batch_size % world_size:
+            raise ConfigError(f"batch_size={batch_size} must divide by world_size={world_size} "
+                              f"(each rank takes an equal slice of the global batch).")
+        if len(mean) != channels or len(std) != channels:
+            raise ConfigError(f"mean/std have {len(mean)}/{len(std)} entries for {channels}-channel images.")
+        self.n, self.batch_size, self.image_size = int(n), int(batch_size), int(image_size)
+        self.device = torch.device(device)
+        self.augment, self.seed = bool(augment), int(seed)
+        self.rank, self.world_size, self.drop_last = int(rank), int(world_size), bool(drop_last)
+        self.steps_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self._scale = (1 / (255 * std_t)).to(self.device)  # (x/255 - mean)/std = x*scale - shift
+        self._shift = (mean_t / std_t).to(self.device)
+
+    def _check_steps(self) -> None:
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"batch_size={self.batch_size} is larger than the {self.n} images "
+                              f"with drop_last=True; lower the batch size.")
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(_seed(self.seed, 0, epoch))
+        return torch.randperm(self.n, generator=g)
+
+    def _steps(self, step: int, device: torch.device) -> Iterator[tuple[int, torch.Tensor, slice]]:
+        """(step, the global batch's indices on `device`, this rank's slice) from `step` on."""
+        self._check_steps()
+        epoch, perm = -1, torch.empty(0, dtype=torch.int64)
+        while True:
+            e, i = divmod(step, self.steps_per_epoch)
+            if e != epoch:  # one host-to-device copy per epoch, none per step
+                epoch, perm = e, self._perm(e).to(device)
+            idx = perm[i * self.batch_size : (i + 1) * self.batch_size]
+            lo, hi = _rank_slice(len(idx), self.rank, self.world_size)
+            yield step, idx, slice(lo, hi)
+            step += 1
+
+    def _eval_chunks(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if batch_size <= 0:
+            raise ConfigError(f"eval batch_size must be positive, got {batch_size}.")
+        return torch.arange(self.rank, self.n, self.world_size, device=device).split(batch_size)
+
+    def _transform(self, xb: torch.Tensor, step: int | None = None, global_n: int = 0,
+                   sl: slice = slice(None)) -> torch.Tensor:
+        """uint8 batch on the device -> normalised float32 (B, C, image_size, image_size).
+
+        Augmentation draws its randomness for the whole global batch from (seed, step) and
+        keeps this rank's slice, so DDP ranks together see exactly the single-process batch."""
+        x = _resize(xb.float(), self.image_size)
+        if self.augment and step is not None:
+            x = self._augment(x, step, global_n, sl)
+        return x * self._scale - self._shift
+
+    def _augment(self, x: torch.Tensor, step: int, global_n: int, sl: slice) -> torch.Tensor:
+        """Pad (reflect, image_size // 8) and random crop + horizontal flip, vectorised."""
+        dev = x.device  # drawn where the batch lives: no host-device copy or sync per step
+        g = torch.Generator(device=dev).manual_seed(_seed(self.seed, 1, step))
+        s, pad = self.image_size, self.image_size // 8
+        off = torch.randint(0, 2 * pad + 1, (global_n, 2), generator=g, device=dev)[sl]
+        flip = (torch.rand(global_n, generator=g, device=dev) < 0.5)[sl]
+        if pad:
+            x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        ar = torch.arange(s, device=x.device)
+        rows = off[:, :1] + ar  # (B, s)
+        cols = off[:, 1:] + ar
+        cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flip is reversed columns
+        b = torch.arange(len(x), device=x.device)[:, None, None]
+        return x.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+def _rank_slice(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous slice of a global batch of n for `rank` (equal when n divides)."""
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+class DeviceLoader(_Batches):
+    """Small datasets held on the training device as uint8; augmentation, resize and
+    normalization done on the device per batch, so the loader never starves a GPU."""
+
+    def __init__(self, split: Split, *, batch_size: int, image_size: int, mean: Sequence[float],
+                 std: Sequence[float], device: torch.device | str = "cpu", augment: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True,
+                 max_resident_bytes: int = DEFAULT_MAX_RESIDENT_BYTES):
+        if split.streamed:
+            raise ConfigError("this ImageFolder split is larger than data.max_resident_bytes and is "
+                              "streamed: build its loader with data.make_loader(...).")
+        n, c = split.x.shape[:2]
+        super().__init__(n, batch_size=batch_size, image_size=image_size, mean=mean, std=std,
+                         channels=c, device=device, augment=augment, seed=seed, rank=rank,
+                         world_size=world_size, drop_last=drop_last)
+        x = split.x
+        # resize once if the resized set fits (per batch otherwise: e.g. 28 px -> 224 px)
+        self.pre_resized = x.shape[-2:] != (image_size, image_size) and n * c * image_size**2 <= max_resident_bytes
+        if self.pre_resized:
+            out = torch.empty(n, c, image_size, image_size, dtype=torch.uint8, device=self.device)
+            for i in range(0, n, 2048):
+                xb = _resize(x[i : i + 2048].to(self.device).float(), image_size)
+                out[i : i + 2048] = xb.round().clamp(0, 255).to(torch.uint8)
+            x = out
+        self.x = x.to(self.device)
+        self.y = split.y.to(self.device)
+
+    def iter_from(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Infinite (x, y) batches from global step `step` on (this rank's slice)."""
+        for k, idx, sl in self._steps(step, self.device):
+            j = idx[sl]
+            yield self._transform(self.x[j], k, len(idx), sl), self.y[j]
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole split in order, no augmentation; this rank's shard rank::world_size."""
+        for j in self._eval_chunks(batch_size, self.device):
+            yield self._transform(self.x[j]), self.y[j]
+
+
+class _FolderItems(torch.utils.data.Dataset):
+    """Decodes one image per item in a DataLoader worker; an unreadable file is replaced by
+    the next readable one (counted and warned) when skip_bad is set."""
+
+    def __init__(self, paths: list[str], labels: torch.Tensor, size: int, channels: int, skip_bad: bool):
+        self.paths, self.labels = paths, labels.tolist()
+        self.size, self.channels, self.skip_bad = size, channels, skip_bad
+        self.bad = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        for t in range(min(len(self.paths), 100)):
+            j = (i + t) % len(self.paths)
+            try:
+                return torch.from_numpy(decode_image(self.paths[j], self.size, self.channels)), self.labels[j]
+            except _BAD_IMAGE as e:
+                if not self.skip_bad:
+                    raise DataError(f"unreadable image {self.paths[j]} ({e}): fix or delete it, or "
+                                    f"set data.skip_bad_images=true.") from None
+                self.bad += 1
+                warnings.warn(f"skipped unreadable image {self.paths[j]} ({self.bad} in this worker)", stacklevel=2)
+        raise DataError(f"100 unreadable images in a row from {self.paths[i]}: check the folder.")
+
+
+class StreamLoader(_Batches):
+    """ImageFolder splits too large to hold: DataLoader workers decode and resize to
+    image_size; augmentation and normalization run on the device. Same batches as
+    DeviceLoader for the same (seed, step)."""
+
+    def __init__(self, split: Split, *, batch_size: int, image_size: int, mean: Sequence[float],
+                 std: Sequence[float], device: torch.device | str = "cpu", augment: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True,
+                 num_workers: int | None = None, skip_bad_images: bool = True):
+        assert split.paths is not None, "StreamLoader needs a path split (Split.paths)"
+        c = split.x.shape[1]
+        super().__init__(len(split), batch_size=batch_size, image_size=image_size, mean=mean, std=std,
+                         channels=c, device=device, augment=augment, seed=seed, rank=rank,
+                         world_size=world_size, drop_last=drop_last)
+        self.items = _FolderItems(split.paths, split.y, image_size, c, skip_bad_images)
+        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else int(num_workers)
+
+    def _loader(self, batches: Any) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            self.items, batch_sampler=batches, num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.num_workers else None,
+        )
+
+    def iter_from(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Infinite (x, y) batches from global step `step` on (this rank's slice)."""
+        meta: list[tuple[int, int, slice]] = []  # filled as the sampler runs ahead of the workers
+
+        def local_indices() -> Iterator[list[int]]:
+            for k, idx, sl in self._steps(step, torch.device("cpu")):
+                meta.append((k, len(idx), sl))
+                yield idx[sl].tolist()
+
+        for xb, yb in self._loader(_Iterable(local_indices)):
+            k, global_n, sl = meta.pop(0)
+            xb = xb.to(self.device, non_blocking=True)
+            yield self._transform(xb, k, global_n, sl), yb.to(self.device, non_blocking=True)
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole split in order, no augmentation; this rank's shard rank::world_size."""
+        chunks = [j.tolist() for j in self._eval_chunks(batch_size, torch.device("cpu"))]
+        for xb, yb in self._loader(chunks):
+            yield self._transform(xb.to(self.device, non_blocking=True)), yb.to(self.device)
+
+
+class _Iterable:
+    """Wraps a generator function as a re-iterable object (DataLoader's batch_sampler)."""
+
+    def __init__(self, fn: Callable[[], Iterator[list[int]]]):
+        self.fn = fn
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self.fn()
+
+
+def make_loader(data: Split | Dataset, *, part: str = "train", batch_size: int, image_size: int,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                device: torch.device | str = "cpu", augment: bool = False, seed: int = 0,
+                rank: int = 0, world_size: int = 1, drop_last: bool = True,
+                max_resident_bytes: int = DEFAULT_MAX_RESIDENT_BYTES, num_workers: int | None = None,
+                skip_bad_images: bool = True) -> DeviceLoader | StreamLoader:
+    """DeviceLoader for tensor splits, StreamLoader for streamed (path) splits. Given a
+    Dataset, `part` picks the split and mean/std default to the dataset's."""
+    if isinstance(data, Dataset):
+        mean = data.mean if mean is None else mean
+        std = data.std if std is None else std
+        data = getattr(data, part)
+    if mean is None or std is None:
+        raise ConfigError("make_loader needs mean and std (or a Dataset that carries them).")
+    kw = dict(batch_size=batch_size, image_size=image_size, mean=mean, std=std, device=device,
+              augment=augment, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
+    if data.streamed:
+        return StreamLoader(data, num_workers=num_workers, skip_bad_images=skip_bad_images, **kw)
+    return DeviceLoader(data, max_resident_bytes=max_resident_bytes, **kw)
