@@ -193,6 +193,21 @@ def test_train_rows_take_speed_from_measure_rows(tmp_path):
     assert len(study.measure) == 2
 
 
+def test_budget_is_the_rows_train_flops_budget_else_the_configs_train_flops(tmp_path):
+    from benchbench.report.load import budgets, load_study
+    from benchbench.results import write_row
+
+    cfg = {"train": {"flops": 1e15}}
+    df = pd.DataFrame({"config": [cfg, cfg, {"train": {"flops": None}}, None],
+                       "train_flops_budget": [2e15, None, None, None]})
+    assert budgets(df).tolist()[:2] == [2e15, 1e15] and budgets(df)[2:].isna().all()
+    assert budgets(df.drop(columns="train_flops_budget")).tolist()[:2] == [1e15, 1e15]
+    # committed rows have no train_flops_budget: the config's train.flops is the budget
+    write_row(dict(run_id="t0", study="s", status="ok", family="vit", model="ViT-B/16", top1=0.8,
+                   train_flops=0.9e15, task="train", config=cfg), tmp_path)
+    assert load_study(tmp_path).train["budget"].tolist() == [1e15]
+
+
 def test_overhead_finding_is_the_share_of_wall_time_outside_training():
     import pandas as pd
 

@@ -91,9 +91,10 @@ def _nice(v: float) -> float:
 
 
 def budget_grid(train: pd.DataFrame, x: str = "compute") -> np.ndarray:
-    """The budgets of the study: the distinct `train.flops` of the configs when the rows have
-    them (and the compute axis is train_flops), else the compute values clustered within 20%
-    (each cluster -> its geometric mean, 2 significant digits); more than 12 -> 8 log-spaced."""
+    """The budgets of the study: the distinct FLOP budgets the runs were given (`budget`:
+    `train_flops_budget`, or `train.flops` in older rows) when the compute axis is
+    train_flops, else the compute values clustered within 20% (each cluster -> its geometric
+    mean, 2 significant digits); more than 12 -> 8 log-spaced."""
     if x == "compute" and "budget" in train and train["budget"].notna().sum() >= 1:
         cfg = np.unique(train["budget"].dropna().to_numpy(dtype=float))
         cfg = cfg[cfg > 0]

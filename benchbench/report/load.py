@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchbench import families
 from benchbench.errors import ResultsError
 from benchbench.results import identity_config, load_dataframe
 
-FAMILY_ORDER = ("vit", "hybrid", "bit", "resnet", "timm")
-FAMILY_LABEL = {"vit": "ViT", "hybrid": "Hybrid", "bit": "BiT", "resnet": "ResNet", "timm": "timm"}
 METRIC_LABEL = {"top1": "top-1", "top5": "top-5", "fewshot_top1": "few-shot top-1"}
 COMPUTE_COLUMNS = ("train_flops", "pretrain_flops")
 
@@ -29,16 +28,9 @@ POINT_COLUMNS = (
 )
 
 
-def family_label(f: str) -> str:
-    return FAMILY_LABEL.get(f, str(f))
-
-
-def family_sort_key(f: str) -> tuple[int, str]:
-    return (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), str(f))
-
-
 def families_in(df: pd.DataFrame) -> list[str]:
-    return sorted(df["family"].dropna().unique(), key=family_sort_key)
+    """The families present, in the family table's order (unknown ones last)."""
+    return sorted(df["family"].dropna().unique(), key=families.sort_key)
 
 
 def _strip_seed(obj: Any) -> Any:
@@ -74,6 +66,16 @@ def _number(v: Any) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return f
+
+
+def budgets(df: pd.DataFrame) -> pd.Series:
+    """The FLOP budget each run was given: its row's `train_flops_budget`, else (rows written
+    before that column) its config's `train.flops`; NaN for runs without one."""
+    from_config = df["config"].map(lambda c: _number(_config_get(c, "train", "flops")))
+    if "train_flops_budget" not in df:
+        return from_config
+    given = pd.to_numeric(df["train_flops_budget"], errors="coerce")
+    return given.where(given.notna(), from_config)
 
 
 @dataclass
@@ -127,7 +129,7 @@ def load_study(
     task_cfg = df["config"].map(lambda c: _config_get(c, "task", "name"))
     df["task"] = df["task"].where(df["task"].notna(), task_cfg).fillna("train")
     df["point"] = [point_key(r) for r in df.to_dict("records")]
-    df["budget"] = df["config"].map(lambda c: _number(_config_get(c, "train", "flops")))
+    df["budget"] = budgets(df)
     df["world_size"] = pd.to_numeric(df["world_size"], errors="coerce")
     df["device_hours"] = df["wall_s"] / 3600.0 * df["world_size"].fillna(1)
 
@@ -167,7 +169,7 @@ def load_study(
     train["acc"] = train[metric].astype(float)
     train["compute"] = train[compute].astype(float)
     if compute != "train_flops":
-        train["budget"] = np.nan  # config budgets (train.flops) are not on this axis
+        train["budget"] = np.nan  # FLOP budgets (train.flops) are not on this axis
     train = fill_speed_from_measure(train, measure)
     names = sorted({str(s) for s in df["study"].dropna()}) or [d.name for d in dirs]
     return Study(

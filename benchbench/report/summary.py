@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from benchbench.families import label as family_label
 from benchbench.report.compare import EqualCompute
-from benchbench.report.load import Study, family_label
+from benchbench.report.load import Study
 from benchbench.report.pareto import owner_segments
 from benchbench.report.scaling import PowerLawFit
 from benchbench.report.tables import fmt_sci

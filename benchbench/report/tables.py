@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchbench.families import label as family_label
 from benchbench.report.compare import EqualCompute
-from benchbench.report.load import METRIC_LABEL, Study, family_label
+from benchbench.report.load import METRIC_LABEL, Study
 
 NA = "–"
 GIB = 2**30

@@ -1,0 +1,160 @@
+"""The scaling figures: accuracy against compute (Figure 5), data (Figures 3/4), patch size."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from benchbench import families
+from benchbench.report.load import families_in, model_base
+from benchbench.report.pareto import pareto_front
+from benchbench.report.plots.common import (
+    NO_TRAIN,
+    Plot,
+    draw_fit,
+    figure,
+    log2_ticks,
+    model_colors,
+    models_in,
+    save,
+    seed_note,
+    subject,
+    yerr,
+)
+from benchbench.report.scaling import PowerLawFit
+
+
+def compute_accuracy(
+    points: pd.DataFrame, fits: dict[str, PowerLawFit], out: Path, formats: Sequence[str],
+    xlabel: str = "Total training compute [FLOPs]", ylabel: str = "top-1 accuracy [%]",
+    title: str = "",
+) -> Plot:
+    """Figure 5: accuracy against training compute, frontier per family and overall."""
+    plot = Plot("compute_vs_accuracy", "Accuracy vs training compute (Figure 5)")
+    if points.empty:
+        plot.skipped = NO_TRAIN
+        return plot
+    pts = points[points["compute"].notna()]
+    if pts.empty:
+        plot.skipped = "no ok train row has both a compute value and an accuracy"
+        return plot
+    fig = figure(7.6, 4.2)
+    ax = fig.add_subplot()
+    any_fit = False
+    for f in families_in(pts):
+        d = pts[pts["family"] == f]
+        color, marker, _ = families.style(f)
+        ax.errorbar(d["compute"], d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt=marker,
+                    color=color, alpha=0.75, label=families.label(f), zorder=3)
+        fr = d.iloc[pareto_front(d["compute"], d["acc"])]
+        ax.plot(fr["compute"], fr["acc"] * 100, color=color, lw=1.3, zorder=2)
+        any_fit |= draw_fit(ax, fits.get(f), color)
+    allf = pts.iloc[pareto_front(pts["compute"], pts["acc"])]
+    ax.plot(allf["compute"], allf["acc"] * 100, color="black", lw=0.8, ls="--", zorder=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or plot.title)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="gray", lw=1.3), Line2D([], [], color="black", lw=0.8, ls="--")]
+    labels += ["frontier (per family)", "overall frontier"]
+    if any_fit:
+        handles.append(Line2D([], [], color="gray", ls=":", lw=1.5))
+        labels.append("fit E = a(C+d)^-b + c\nwith 95% band")
+    fig.legend(handles, labels, loc="outside right upper")
+    plot.files = save(fig, out, plot.name, formats)
+    plot.caption = (f"{subject(ylabel)} against total training compute (log), one colour "
+                    f"and marker per family; solid lines: each family's Pareto frontier, dashed: "
+                    f"overall; dotted: saturating power-law fit (faded: not trustworthy); "
+                    f"{seed_note(pts)}.")
+    return plot
+
+
+def dataset_size(
+    points: pd.DataFrame, fits: dict[str, PowerLawFit], out: Path, formats: Sequence[str],
+    ylabel: str = "top-1 accuracy [%]", title: str = "", note: str = "",
+) -> Plot:
+    """Figures 3/4: accuracy against training-set size, one line per model."""
+    plot = Plot("dataset_size_vs_accuracy", "Accuracy vs training-set size (Figures 3/4)")
+    if points.empty:
+        plot.skipped = NO_TRAIN
+        return plot
+    pts = points[points["train_size"].notna()]
+    sizes = pts["train_size"].unique()
+    if len(sizes) < 2:
+        plot.skipped = ("every ok train row uses the same training-set size"
+                        if len(sizes) else "no ok train row records its training-set size")
+        return plot
+    idx = pts.groupby(["model", "train_size"])["acc"].idxmax()
+    best = pts.loc[idx.to_numpy()]
+    colors = model_colors(best)
+    fig = figure(7.6, 4.2)
+    ax = fig.add_subplot()
+    for m in models_in(best):
+        d = best[best["model"] == m].sort_values("train_size")
+        f = d["family"].iloc[0]
+        ax.errorbar(d["train_size"], d["acc"] * 100, yerr=yerr(d["acc_std"]),
+                    fmt=families.style(f)[1] + "-", color=colors[m], lw=1.2, label=m)
+    handles, labels = ax.get_legend_handles_labels()
+    for f in families_in(best):
+        if draw_fit(ax, fits.get(f), families.style(f)[0]):
+            handles.append(Line2D([], [], color=families.style(f)[0], ls=":", lw=1.5))
+            labels.append(f"{families.label(f)} fit (best model)")
+    ax.set_xscale("log")
+    ax.set_xlabel("Training-set size [images]")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or plot.title)
+    fig.legend(handles, labels, loc="outside right upper")
+    plot.files = save(fig, out, plot.name, formats)
+    plot.caption = (f"{subject(ylabel)} against training-set size, one line per model "
+                    f"{note + ', ' if note else ''}best over the other settings at each size; dotted: power-law "
+                    f"fit of each family's best model per size; {seed_note(best)}.")
+    return plot
+
+
+
+
+def patch_size(points: pd.DataFrame, out: Path, formats: Sequence[str],
+               ylabel: str = "top-1 accuracy [%]") -> Plot:
+    """ViT patch size against accuracy and forward GFLOPs per image."""
+    plot = Plot("patch_size", "ViT patch size vs accuracy and compute")
+    if points.empty:
+        plot.skipped = NO_TRAIN
+        return plot
+    v = points[(points["family"] == "vit") & points["patch_size"].notna()].copy()
+    if v.empty:
+        plot.skipped = "no ok ViT train rows"
+        return plot
+    v["base"] = v["model"].map(model_base)
+    if v.groupby("base")["patch_size"].nunique().max() < 2:
+        plot.skipped = "no ViT size was trained with two or more patch sizes"
+        return plot
+    img = v["image_size"].mode().iloc[0] if v["image_size"].notna().any() else np.nan
+    if np.isfinite(img):
+        v = v[v["image_size"] == img]
+    best = v.loc[v.groupby(["base", "patch_size"])["acc"].idxmax().to_numpy()]
+    colors = model_colors(best.assign(model=best["base"]))
+    fig = figure(8.4, 3.6)
+    ax1, ax2 = fig.subplots(1, 2)
+    for base in sorted(best["base"].unique(), key=lambda b: best[best["base"] == b]["params"].median()):
+        d = best[best["base"] == base].sort_values("patch_size")
+        ax1.errorbar(d["patch_size"], d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt="o-",
+                     color=colors[base], label=base)
+        ax2.plot(d["patch_size"], d["flops_per_image"] / 1e9, "o-", color=colors[base], label=base)
+    for ax in (ax1, ax2):
+        log2_ticks(ax, best["patch_size"].astype(int))
+        ax.set_xlabel("Patch size [px]")
+    ax1.set_ylabel(ylabel)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("Forward GFLOPs/img (2xMAC, incl. attn)")
+    ax1.legend(loc="best")
+    px = f" at {int(img)} px" if np.isfinite(img) else ""
+    fig.suptitle(plot.title + px)
+    plot.files = save(fig, out, plot.name, formats)
+    plot.caption = (f"ViT patch size against accuracy (left; best over the other settings) and "
+                    f"forward GFLOPs per image (right){px}, one line per ViT size; "
+                    f"{seed_note(best)}.")
+    return plot

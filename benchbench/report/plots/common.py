@@ -1,0 +1,146 @@
+"""Shared pieces of the report's figures: the Plot record, model colours, saving, axes.
+
+Figures use matplotlib's object API on the Agg canvas (no pyplot state). Each figure takes
+seed-aggregated points (or measure rows), writes `<name>.<fmt>` for each format and returns
+a `Plot`; with no data it writes nothing and returns the reason instead. Seeds of one point
+are drawn as their mean with a +-1 s.d. error bar; families are coloured by FAMILIES.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    NullFormatter,
+    NullLocator,
+    ScalarFormatter,
+)
+
+from benchbench import families
+from benchbench.report.load import families_in
+from benchbench.report.scaling import PowerLawFit
+
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.3,
+    "grid.linewidth": 0.5, "axes.spines.top": False, "axes.spines.right": False,
+    "lines.markersize": 5, "errorbar.capsize": 2, "legend.frameon": False,
+    "svg.hashsalt": "benchbench", "savefig.dpi": 150,
+}
+PAIR_COLORS = ("tab:purple", "tab:brown", "tab:cyan", "tab:olive", "tab:pink", "tab:gray")
+DEFAULT_FORMATS = ("png", "pdf")
+NO_TRAIN = "no ok train rows with an accuracy"
+
+
+@dataclass
+class Plot:
+    name: str
+    title: str
+    caption: str = ""
+    files: list[Path] = field(default_factory=list)
+    skipped: str | None = None  # why nothing was drawn
+
+    @property
+    def png(self) -> Path | None:
+        return next((p for p in self.files if p.suffix == ".png"), None)
+
+
+def model_colors(df: pd.DataFrame) -> dict[str, str]:
+    """One colour per model, shades of its family's colour (ordered by params)."""
+    out = {}
+    for f in families_in(df):
+        d = df[df["family"] == f]
+        order = d.groupby("model")["params"].median().sort_values(na_position="last").index
+        cmap = matplotlib.colormaps[families.style(f)[2]]
+        shades = np.linspace(0.5, 0.95, len(order)) if len(order) > 1 else [0.75]
+        out.update({m: matplotlib.colors.to_hex(cmap(s)) for m, s in zip(order, shades)})
+    return out
+
+
+def models_in(df: pd.DataFrame) -> list[str]:
+    d = df.assign(_f=df["family"].map(families.sort_key))
+    d = d.groupby("model").agg(f=("_f", "first"), p=("params", "median")).reset_index()
+    return list(d.sort_values(["f", "p", "model"], na_position="last")["model"])
+
+
+def figure(w: float = 6.4, h: float = 4.2, **kw) -> Figure:
+    return Figure(figsize=(w, h), layout="constrained", **kw)
+
+
+def save(fig: Figure, out: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        p = out / f"{name}.{fmt}"
+        meta = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt, {})
+        fig.savefig(p, format=fmt, metadata=meta)  # no dates: re-running gives the same file
+        paths.append(p)
+    return paths
+
+
+def merged_legend(fig: Figure, axes) -> None:
+    """One legend right of all panels, each label once."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper")
+
+
+def yerr(std: pd.Series) -> np.ndarray:
+    return np.nan_to_num(std.to_numpy(float) * 100, nan=0.0)
+
+
+def log2_ticks(ax, values: Sequence[float], axis: str = "x") -> None:
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
+    a.set_major_locator(FixedLocator(sorted(set(values))))
+    a.set_minor_locator(NullLocator())
+    a.set_major_formatter(ScalarFormatter())
+
+
+def plain_log(ax, which: str = "x") -> None:
+    """Label a log axis 0.5, 1, 2, 5 instead of 5x10^-1 when it spans under 3 decades of
+    human-sized numbers (GiB, hours, multipliers); wider or huge ranges keep 10^k."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
+    if lo <= 0 or hi / lo > 1e3 or lo < 1e-3 or hi > 1e5:
+        return
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def subject(label: str) -> str:
+    """'top-1 accuracy [%] on x' -> 'Top-1 accuracy' (a caption's subject)."""
+    w = label.split(" [")[0]
+    return w[:1].upper() + w[1:]
+
+
+def seed_note(points: pd.DataFrame) -> str:
+    n = points["n_seeds"]
+    if len(n) == 0 or n.max() <= 1:
+        return "one seed per point, so no error bars"
+    lo, hi = int(n.min()), int(n.max())
+    seeds = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return f"points are the mean of {seeds} seeds with ±1 standard deviation as error bars"
+
+
+def draw_fit(ax, fit: PowerLawFit | None, color: str, to_y=lambda e: 100 * (1 - e)) -> bool:
+    if fit is None or not fit.fitted:
+        return False
+    xs = np.geomspace(fit.x_range[0], fit.x_range[1], 100)
+    lo, hi = np.clip(fit.band(xs), 0.0, 1.0)  # an error rate: a band past 0..100% means nothing
+    if np.isfinite(lo).all():
+        ax.fill_between(xs, to_y(hi), to_y(lo), color=color, alpha=0.12, lw=0)
+    ax.plot(xs, to_y(fit.predict(xs)), color=color, ls=":", lw=1.5,
+            alpha=1.0 if fit.trustworthy else 0.5)
+    return True

@@ -1,0 +1,85 @@
+"""The equal-compute figure: best accuracy per family at each budget, gaps, multipliers."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchbench import families
+from benchbench.report.compare import EqualCompute
+from benchbench.report.load import families_in
+from benchbench.report.plots.common import (
+    PAIR_COLORS,
+    Plot,
+    figure,
+    plain_log,
+    save,
+)
+
+
+def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
+                       metric_label: str = "top-1") -> Plot:
+    """Best accuracy per family at each budget, pairwise differences and compute multipliers."""
+    plot = Plot("equal_compute", "Equal-compute comparison")
+    p = ec.pairs[np.isfinite(ec.pairs["diff"].to_numpy(float))]
+    if p.empty:
+        plot.skipped = ("fewer than two families" if ec.pairs.empty else
+                        "no budget lies inside the compute range of two families")
+        return plot
+    fig = figure(6.4, 8.0)
+    ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True)
+    b = ec.best[np.isfinite(ec.best["acc"].to_numpy(float))]
+    for f in families_in(b):
+        d = b[b["family"] == f]
+        color, marker, _ = families.style(f)
+        err = None
+        if ec.bootstrapped:
+            err = np.vstack([(d["acc"] - d["acc_lo"]) * 100, (d["acc_hi"] - d["acc"]) * 100])
+            err = np.nan_to_num(np.clip(err, 0, None))
+        ax1.errorbar(d["budget"], d["acc"] * 100, yerr=err, fmt=marker + "-", color=color,
+                     label=families.label(f))
+    ax1.set_ylabel(f"best {metric_label} at budget [%]")
+    ax1.legend(loc="lower right")
+    pairs = list(dict.fromkeys(zip(p["family_a"], p["family_b"])))
+    for k, (fa, fb) in enumerate(pairs):
+        d = p[(p["family_a"] == fa) & (p["family_b"] == fb)]
+        color = PAIR_COLORS[k % len(PAIR_COLORS)]
+        shift = 10 ** (0.015 * (k - (len(pairs) - 1) / 2))  # side by side, not on top
+        lab = f"{families.label(fa)} - {families.label(fb)}"
+        err = _err(d["diff"], d["diff_lo"], d["diff_hi"], 100)
+        ax2.errorbar(d["budget"] * shift, d["diff"] * 100, yerr=err, fmt="o-", color=color, label=lab)
+        dm = d[np.isfinite(d["multiplier"].to_numpy(float))]
+        if not dm.empty:
+            ax3.errorbar(dm["budget"] * shift, dm["multiplier"],
+                         yerr=_err(dm["multiplier"], dm["mult_lo"], dm["mult_hi"], 1), fmt="o-",
+                         color=color, label=f"{families.label(fb)} to match {families.label(fa)}")
+    ax2.axhline(0, color="black", lw=0.8)
+    ax2.set_ylabel("difference [points]")
+    ax2.legend(loc="best")
+    ax3.axhline(1, color="black", lw=0.8)
+    ax3.set_yscale("log")
+    plain_log(ax3, "y")
+    ax3.set_ylabel("compute multiplier [x]")
+    if ax3.get_legend_handles_labels()[0]:  # the 1x line alone carries no label
+        ax3.legend(loc="best")
+    else:
+        ax3.text(0.5, 0.5, "no budget where one family reaches another's accuracy",
+                 transform=ax3.transAxes, ha="center", va="center", fontsize=9, color="0.4")
+    ax3.set_xscale("log")
+    ax3.set_xlabel("Training compute budget [FLOPs]")
+    ci = "95% bootstrap CI over seeds" if ec.bootstrapped else "one seed per point: no CI"
+    fig.suptitle(f"{plot.title} ({ci})")
+    plot.files = save(fig, out, plot.name, formats)
+    plot.caption = (f"Top: each family's best {metric_label} at each budget (interpolated on its "
+                    f"frontier in log-compute, not extrapolated); middle: pairwise difference; "
+                    f"bottom: how many times the budget family B needs to match family A; {ci}.")
+    return plot
+
+
+def _err(v: pd.Series, lo: pd.Series, hi: pd.Series, scale: float):
+    e = np.vstack([(v - lo).to_numpy(float), (hi - v).to_numpy(float)]) * scale
+    if not np.isfinite(e).any():
+        return None
+    return np.nan_to_num(np.clip(e, 0, None))
