@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchbench.errors import ConfigError
+from benchbench.measure.flops import TRAIN_FLOPS_PER_FORWARD
 
 
 class Diverged(RuntimeError):
@@ -65,7 +66,7 @@ def resolve_budget(tcfg: Any, *, flops_per_image: int | None, steps_per_epoch: i
         flops = _positive(tcfg, "flops")
         assert flops_per_image, "a FLOP budget needs the model's FLOPs per image"
         # 3 x forward FLOPs per image seen (forward + backward ~ 2x forward; Kaplan et al. 2020)
-        raw, key = float(flops) / (3.0 * float(flops_per_image) * bs), "flops"
+        raw, key = float(flops) / (TRAIN_FLOPS_PER_FORWARD * float(flops_per_image) * bs), "flops"
     elif tcfg.get("steps") is not None:
         raw, key = float(_positive(tcfg, "steps", whole=True)), "steps"
     else:
