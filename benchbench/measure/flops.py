@@ -17,9 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-# Training FLOPs per forward FLOP: forward + backward (2x forward), Kaplan et al. 2020
-# section 2.1; it reproduces the ViT paper's Table 6 (ViT-B/16: 3 x 35.13e9 x 7 x 303e6).
-TRAIN_FLOPS_PER_FORWARD = 3
+TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward (2x forward): Kaplan et al. 2020 sec 2.1
 
 
 class FlopCountError(RuntimeError):
