@@ -25,6 +25,7 @@ from benchbench.errors import ConfigError
 from benchbench.evaluate import evaluate as evaluate
 from benchbench.evaluate import extract_features as extract_features
 from benchbench.evaluate import fewshot_probe as fewshot_probe
+from benchbench.measure.flops import TRAIN_FLOPS_PER_FORWARD
 from benchbench.runtime import autocast
 
 
@@ -70,7 +71,7 @@ def resolve_budget(tcfg: Any, *, flops_per_image: int | None, steps_per_epoch: i
         flops = _positive(tcfg, "flops")
         assert flops_per_image, "a FLOP budget needs the model's FLOPs per image"
         # 3 x forward FLOPs per image seen (forward + backward ~ 2x forward; Kaplan et al. 2020)
-        raw, key = float(flops) / (3.0 * float(flops_per_image) * bs), "flops"
+        raw, key = float(flops) / (TRAIN_FLOPS_PER_FORWARD * float(flops_per_image) * bs), "flops"
     elif tcfg.get("steps") is not None:
         raw, key = float(_positive(tcfg, "steps", whole=True)), "steps"
     else:

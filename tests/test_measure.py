@@ -390,8 +390,8 @@ def test_gpu_bench_build_row_and_tables(tmp_path):
     failed = gpu_bench.build_row("fig12", conf, {}, status="skipped", error="time budget spent")
     assert failed["status"] == "skipped" and failed["infer_img_per_s"] is None
 
-    csv_path, md_path = gpu_bench.write_table([row], gpu_bench.FIG12_COLUMNS, tmp_path / "t",
-                                              title="T", notes=["a note"])
+    csv_path, md_path = gpu_bench.write_rows_table([row], gpu_bench.FIG12_COLUMNS,
+                                                   tmp_path / "t", title="T", notes=["a note"])
     lines = csv_path.read_text().splitlines()
     assert lines[0].split(",") == list(gpu_bench.FIG12_COLUMNS) and "1234.5" in lines[1]
     md = md_path.read_text()
