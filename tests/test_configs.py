@@ -9,7 +9,7 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from benchbench import cli, models
+from benchbench import cli, models, point
 
 CONF = str(REPO / "conf")
 STUDIES = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
@@ -53,7 +53,7 @@ def test_every_point_of_every_study_is_valid_and_builds(study):
     ids = set()
     for over in points:
         cfg = _compose([f"study={study}", *over])
-        d = cli.resolved_config(cfg)
+        d = point.resolved_config(cfg)
         from benchbench.results import run_id_of
 
         ids.add(run_id_of(d))
@@ -73,7 +73,7 @@ def test_study_composes_to_exactly_its_committed_rows(study, rows):
     from benchbench.results import run_id_of
 
     base = _compose([f"study={study}"])
-    ids = {run_id_of(cli.resolved_config(_compose([f"study={study}", *o]))) for o in _grid(base)}
+    ids = {run_id_of(point.resolved_config(_compose([f"study={study}", *o]))) for o in _grid(base)}
     assert len(ids) == rows
     assert ids == {p.stem for p in (REPO / "results" / study / "runs").glob("*.json")}
 

@@ -34,17 +34,17 @@ def test_vit_learns_fashion_mnist(run_cli):
 def test_local_gpus_spread_submitit_local_points(monkeypatch):
     from omegaconf import OmegaConf
 
-    from benchbench.cli import _assign_local_gpu
+    from benchbench.runtime import assign_local_gpu
 
     cfg = OmegaConf.create({"local_gpus": [0, 1, 2]})
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
     seen = []
     for job in range(5):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what submitit gives every job
-        _assign_local_gpu(cfg, job)
+        assign_local_gpu(cfg, job)
         seen.append(__import__("os").environ["CUDA_VISIBLE_DEVICES"])
     assert seen == ["0", "1", "2", "0", "1"]
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # SLURM assigns GPUs itself
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    _assign_local_gpu(cfg, 1)
+    assign_local_gpu(cfg, 1)
     assert __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "3"

@@ -24,7 +24,7 @@ import torch
 from conftest import REPO, TINY
 from PIL import Image
 
-from benchbench import cli, results
+from benchbench import cli, point, results
 from benchbench.errors import BenchbenchError
 
 QUICK = ["train.steps=2"]  # two steps are enough wherever the result itself does not matter
@@ -48,7 +48,7 @@ def point_of(rdir: Path, *overrides: str) -> tuple[str, dict]:
     cli._register_resolvers()
     with initialize_config_dir(str(cli.CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*TINY, f"results.dir={rdir}", *overrides])
-    d = cli.resolved_config(cfg)
+    d = point.resolved_config(cfg)
     return results.run_id_of(d), results.identity_config(d)
 
 

@@ -153,3 +153,14 @@ def test_smoke_mode_runs_every_point_of_a_study_for_two_steps(run_cli, capsys):
 def test_max_steps_must_be_a_positive_whole_number(run_cli, capsys):
     code, _ = run_cli("max_steps=0")
     assert code == 2 and "max_steps must be a positive whole number or null" in capsys.readouterr().err
+
+
+def test_module_entry_point_sweep_exits_nonzero_for_a_bad_point(tmp_path):
+    """`python -m benchbench.cli -m` (how torchrun starts it): the summary's exit code
+    reaches the process (the summary callback and main are one module)."""
+    rdir = tmp_path / "res"
+    r = subprocess.run(_cmd(rdir, "-m", "task=measure", "model=vit_micro",
+                            "model.patch_size=4,5"),
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "2 points: 1 failed, 1 ok" in r.stdout

@@ -73,11 +73,16 @@ def test_transfer_writes_linked_rows_and_reuses_the_pretraining(run_cli, tmp_pat
     assert tr["num_classes"] == 5 and tr["fewshot_top1"] is not None
     assert set(tr["fewshot"]) == {"2", "5"}
     assert (rdir / "ckpt" / pre["run_id"] / "final.pt").exists()
+    assert pre["train_flops_budget"] is None is tr["train_flops_budget"]  # epoch budgets
     # a second fine-tune recipe reuses the same pre-training (no new pre-training row)
-    code, _ = run_cli(*FT, "task.finetune.train.lr=0.001")
+    budget = int(tr["train_flops"])
+    code, _ = run_cli(*FT, "task.finetune.train.lr=0.001", f"task.finetune.train.flops={budget}")
     assert code == 0
     tasks = sorted(r["task"] for r in results.load_rows(rdir)[0])
     assert tasks == ["train", "transfer", "transfer"]
+    tr2 = next(r for r in results.load_rows(rdir)[0]
+               if r["task"] == "transfer" and r["run_id"] != tr["run_id"])
+    assert tr2["train_flops_budget"] == budget  # the fine-tune's budget, not the pre-training's
 
     from benchbench.report.cli import main as report
 

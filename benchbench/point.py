@@ -1,0 +1,264 @@
+"""The life of one point: resolve its config, skip or run its task, and write its one row.
+
+`run_point` is what the Hydra task calls; `run_task_to_row` is one config's row from start
+to end (skip when done, run the task, classify a failure, write the row, retry a diverged
+point once), shared with the transfer task's pre-training stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from benchbench.errors import BenchbenchError, ResultsError
+
+
+def abs_path(p: str) -> str:
+    """A path from the config, relative to where the user launched (Hydra changes cwd)."""
+    try:
+        from hydra.utils import to_absolute_path
+
+        return to_absolute_path(p)
+    except ValueError:  # outside a Hydra run
+        return os.path.abspath(p)
+
+
+def verbose(cfg: Any) -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(cfg.get("verbose"))
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """The CLI's exit code for a point's summary: 0 done, 2 the user's to fix, 1 it broke."""
+    if summary["status"] in ("ok", "skipped"):
+        return 0
+    return 2 if summary.get("user_error") else 1
+
+
+def resolved_config(cfg: Any) -> dict[str, Any]:
+    """The resolved config without Hydra's node, normalised so that equivalent points
+    (e.g. a CNN at two patch sizes) get the same run_id."""
+    from omegaconf import OmegaConf
+
+    from benchbench import families, models
+
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    d = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    if (d.get("model") or {}).get("variant"):
+        # a paper name ("ViT-B/16") is the same point as its name + patch size
+        name, patch = models.decode_variant(d["model"]["variant"])
+        d["model"].update(name=name, variant=None)
+        if patch is not None:
+            d["model"]["patch_size"] = patch
+    if "model" in d and "name" in d["model"] and d["model"]["name"] in models.MODELS:
+        if not families.FAMILIES.get(models.MODELS.get(d["model"]["name"]).family).has_patch:
+            d["model"]["patch_size"] = None  # CNNs have no patch: one row, not one per patch
+    if d.get("task", {}).get("name") == "measure":
+        d["data"] = {"image_size": d["data"]["image_size"]}  # measure reads no dataset
+        d.pop("train", None)
+        d.pop("eval", None)
+    return d
+
+
+def run_point(cfg: Any, *, job_num: int = 0, raise_errors: bool = True) -> dict[str, Any]:
+    """Run one configured point end to end and write its row. Returns a short summary
+    (run_id, row, status, error, user_error); `exit_code(summary)` is the CLI's exit code."""
+    from benchbench import distributed, runtime
+
+    t0 = time.perf_counter()
+    runtime.assign_local_gpu(cfg, job_num)  # before any CUDA call
+    runtime.set_threads(cfg)
+    early: BenchbenchError | None = None
+    try:  # one process per GPU under torchrun / submitit tasks; a no-op in one process
+        distributed.init_from_env(cfg.get("distributed", "auto"),
+                                  device_type=runtime.device_type(cfg))
+    except BenchbenchError as e:  # still one failure row
+        early = e
+    summary = run_task_to_row(cfg, early=early, t0=t0)
+    if raise_errors and summary["status"] == "failed" and summary.get("user_error"):
+        raise BenchbenchError(summary["error"])
+    return summary
+
+
+def run_task_to_row(cfg: Any, *, early: BenchbenchError | None = None,
+                    t0: float | None = None) -> dict[str, Any]:
+    """cfg's row: skipped when it is already there, else its task (TASKS[cfg.task.name]) is
+    run and the row written; a diverged point is then retried once as a new point."""
+    summary, retry = _run_once(cfg, early=early, retry_of=None, t0=t0)
+    while retry is not None:  # a new point (its lr differs): the diverged row stays as it is
+        summary, retry = _run_once(retry, early=None, retry_of=summary["run_id"], t0=None)
+    return summary
+
+
+def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
+              t0: float | None) -> tuple[dict[str, Any], Any | None]:
+    """One row; returns (summary, the retry's config when this point diverged and asks)."""
+    from benchbench import distributed, failures, results, wandb_log
+    from benchbench.tasks import TASKS
+
+    t0 = time.perf_counter() if t0 is None else t0
+    try:
+        d = resolved_config(cfg)
+    except BenchbenchError as e:  # e.g. an unknown variant: still one failure row
+        from omegaconf import OmegaConf
+
+        d = OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        early = e
+    run_id = results.run_id_of(d)
+    rdir = Path(abs_path(str(cfg.results.dir)))
+    path = results.row_path(rdir, run_id)
+    summary: dict[str, Any] = {"run_id": run_id, "row": str(path)}
+    rank0 = distributed.is_main()
+    # rank 0 decides whether the point already ran; every rank follows
+    prior = distributed.broadcast_object(_prior_row(path) if rank0 else None)
+    if prior is not None and prior.get("newer_schema"):  # never overwrite a newer row
+        if rank0:
+            print(f"benchbench: error: {prior['newer_schema']} The point is not run again.",
+                  file=sys.stderr)
+        return {**summary, "status": "failed", "error": prior["newer_schema"],
+                "user_error": True}, None
+    if prior is not None and prior["status"] != "interrupted":  # interrupted: nothing to keep
+        retry = bool(cfg.study.get("retry_failed", False))
+        if prior["status"] == "ok" or not retry:
+            how = "" if prior["status"] == "ok" else " (study.retry_failed=true retries it)"
+            _say(f"skip {run_id}: already {prior['status']} in {path}{how}", quiet=not rank0)
+            return {**summary, "status": "skipped", "prior_status": prior["status"]}, None
+
+    row = results.empty_row()
+    row.update(results.provenance())
+    row.update(
+        run_id=run_id, study=str(cfg.study.name), task=str(cfg.task.name), seed=int(cfg.seed),
+        config=d, world_size=distributed.current().world_size, retry_of=retry_of,
+    )
+    user_error = False
+    try:
+        if early is not None:
+            raise early
+        _fill_identity(row, cfg)
+        task = TASKS.get(str(cfg.task.name))
+        task(cfg, row, rdir=rdir, run_id=run_id,
+             identity=results.redact(results.identity_config(d)))
+        row["status"] = row.get("status") or "ok"  # measure may have set "oom" itself
+    except KeyboardInterrupt as e:
+        # Ctrl-C / preemption: with a checkpoint a relaunch resumes, and no row is written;
+        # without one (unwritable checkpoint dir, or stopped outside training) a row says so
+        ckpt = getattr(e, "checkpoint", None) or rdir / "ckpt" / run_id / "last.pt"
+        if not Path(ckpt).exists():
+            row.update(status="interrupted", error=str(e) or "interrupted (SIGINT)")
+        raise
+    except Exception as e:  # noqa: BLE001 - failures are data: one row, the sweep goes on
+        row.update(failures.classify(e, batch_size=row.get("batch_size")))
+        user_error = failures.is_user_error(e)
+        if row["status"] == failures.FAILED and verbose(cfg):
+            traceback.print_exc()
+    finally:
+        row["wall_s"] = round(time.perf_counter() - t0, 3)
+        if row.get("train_wall_s") is not None:
+            row["overhead_s"] = round(row["wall_s"] - row["train_wall_s"], 3)
+        row = {k: results.sanitize(v) for k, v in row.items()}
+        if row.get("status") is not None and rank0:  # only rank 0 writes the row
+            _save_row(row, rdir, path)
+            wandb_log.log_row(cfg, row)
+    distributed.barrier()  # the row exists before any rank goes on (transfer reads it)
+    summary.update(status=row["status"], error=row.get("error"), user_error=user_error)
+    _say(_one_line(row, path), quiet=not rank0)
+    if row["status"] != "ok" and rank0:
+        print(f"benchbench: {row['status']}: {row.get('error')}", file=sys.stderr)
+    return summary, _diverged_retry(cfg, row)
+
+
+def _save_row(row: dict[str, Any], rdir: Path, path: Path) -> None:
+    """Write the row; when that fails (unwritable dir, full disk) print it, so the result
+    is not lost, and fail with one message. A row already at `path` stays as it was."""
+    from benchbench import results
+
+    try:
+        results.write_row(row, rdir)
+    except (OSError, ValueError, TypeError) as e:  # ValueError: ResultsError, unencodable
+        why = (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
+        print(json.dumps(results.redact(row), default=str), file=sys.stderr)
+        raise ResultsError(
+            f"cannot write the row {path} ({why}); the row is printed above and any earlier "
+            f"row at that path is kept. Free disk space or set results.dir=<a writable folder>."
+        ) from None
+
+
+def _diverged_retry(cfg: Any, row: dict[str, Any]) -> Any | None:
+    """train.retry_diverged_lr_factor: a diverged training point once more at lr x factor.
+    The retry is a new point (new run_id, `retry_of` links it); it does not retry again."""
+    factor = (cfg.get("train") or {}).get("retry_diverged_lr_factor")
+    if row.get("status") != "diverged" or not factor or cfg.task.name != "train":
+        return None
+    from omegaconf import OmegaConf, open_dict
+
+    from benchbench.distributed import is_main
+
+    new = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    with open_dict(new):
+        new.train.lr = float(f"{float(cfg.train.lr) * float(factor):.12g}")  # 0.005, not ...01
+        new.train.retry_diverged_lr_factor = None
+    _say(f"retry {row['run_id']} at train.lr={new.train.lr:g} (diverged at step "
+         f"{row.get('diverged_step')})", quiet=not is_main())
+    return new
+
+
+def _prior_row(path: Path) -> dict[str, Any] | None:
+    from benchbench import results
+
+    if not path.exists():
+        return None
+    try:
+        return results.read_row(path)
+    except results.NewerSchemaError as e:
+        return {"status": "newer", "newer_schema": str(e)}
+    except BenchbenchError as e:
+        # Keep the broken file (never delete a result) and run the point again.
+        keep = path.with_name(f"{path.name}.broken-{int(time.time())}")
+        n = 0
+        while keep.exists():  # two in one second: never replace an earlier one
+            n += 1
+            keep = path.with_name(f"{path.name}.broken-{int(time.time())}-{n}")
+        os.replace(path, keep)
+        print(f"benchbench: {e} Moved to {keep}; running the point again.", file=sys.stderr)
+        return None
+
+
+def _fill_identity(row: dict[str, Any], cfg: Any) -> None:
+    from benchbench import models
+
+    row.update(
+        family=models.family_of(cfg.model),
+        model=models.paper_name(cfg.model),
+        patch_size=models.patch_size_of(cfg.model),
+        image_size=int(cfg.data.image_size),
+    )
+    models.validate(cfg.model, int(cfg.data.image_size))  # before any data or model is built
+
+
+def _say(msg: str, *, quiet: bool) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+def _one_line(row: dict[str, Any], path: Path) -> str:
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def g(v: Any, scale: float, unit: str) -> str:
+        return "-" if v is None else f"{v / scale:.3g}{unit}"
+
+    parts = [
+        f"[{row['status']}] {row.get('model') or '?'}",
+        f"data={row.get('dataset') or '-'}:{row.get('train_size') or '-'}",
+        f"top1={pct(row.get('top1'))}",
+        f"params={g(row.get('params'), 1e6, 'M')}",
+        f"GFLOPs/img={g(row.get('flops_per_image'), 1e9, '')}",
+        f"train={g(row.get('train_flops'), 1e12, ' TFLOPs')}",
+        f"wall={row.get('wall_s')}s",
+        f"-> {path}",
+    ]
+    return " ".join(parts)

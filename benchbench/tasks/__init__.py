@@ -1,0 +1,20 @@
+"""The task registry: one entry per conf/task/*.yaml, keyed by `task.name`.
+
+A task is `run(cfg, row, *, rdir, run_id, identity)`: it fills the point's row or raises,
+and the point turns the exception into the row's status. Adding a task is one module here,
+one line below and one conf/task/ file.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from benchbench.registry import Registry
+from benchbench.tasks import measure, probe, train, transfer
+
+Task = Callable[..., None]
+
+TASKS: Registry[Task] = Registry("task", "Tasks live in benchbench/tasks/ (one per conf/task/).")
+TASKS.register("train", train.run)
+TASKS.register("measure", measure.run)
+TASKS.register("transfer", transfer.run)
+TASKS.register("probe", probe.run)

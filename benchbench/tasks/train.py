@@ -1,0 +1,242 @@
+"""task=train: load data, build (and maybe initialise) the model, train, evaluate, measure.
+
+`fit` is the whole training stage; the transfer task fine-tunes with it and the probe task
+uses it without training steps.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchbench.errors import ConfigError
+
+
+def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
+        identity: dict[str, Any]) -> None:
+    init = None
+    ref = (cfg.get("init") or {}).get("checkpoint")
+    if ref:
+        init = init_state(cfg, checkpoint_ref(ref), rdir, row)
+    fit(cfg, row, data_cfg=cfg.data, tcfg=cfg.train, rdir=rdir, run_id=run_id,
+        identity=identity, init_state=init)
+
+
+def checkpoint_ref(ref: Any) -> str:
+    """init.checkpoint as a string (a run_id, a path or timm:<name>)."""
+    if not isinstance(ref, str):  # Hydra read a run_id such as 12e4... as a number
+        raise ConfigError(
+            f"init.checkpoint={ref!r} was read as a number: quote the run_id, "
+            f"e.g. init.checkpoint=\"'12e4ab56cd78'\"."
+        )
+    return ref
+
+
+def init_state(cfg: Any, ref: str, rdir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """Weights to start from: timm:<name> (local cache), a run_id, or a path."""
+    from benchbench import results, transfer
+    from benchbench.point import abs_path
+
+    if ref.startswith("timm:"):
+        row["pretrain_run_id"] = ref
+        return transfer.timm_pretrained_state(ref[5:])
+    dirs = [rdir] + [Path(abs_path(str(d))) for d in (cfg.init.get("results_dirs") or [])]
+    path = transfer.resolve_checkpoint(ref, dirs)
+    row["pretrain_run_id"] = ref if not Path(ref).is_file() else path.parent.name
+    for d in dirs:  # link the chain: the pre-training row's dataset, size and compute
+        prow = results.row_path(d, row["pretrain_run_id"])
+        if prow.exists():
+            pre = results.read_row(prow)
+            row.update(pretrain_dataset=pre.get("dataset"),
+                       pretrain_train_size=pre.get("train_size"),
+                       pretrain_flops=pre.get("train_flops"))
+            break
+    return transfer.load_state(path)
+
+
+def _max_steps(cfg: Any) -> int | None:
+    """cfg.max_steps (debug=smoke's cap on every training stage), checked; None = no cap."""
+    v = cfg.get("max_steps")
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"max_steps must be a positive whole number or null, got {v!r}.")
+    return v
+
+
+def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, run_id: str,
+        identity: dict[str, Any], init_state: dict[str, Any] | None = None,
+        train_steps: bool = True) -> None:
+    """Load data, build (and optionally initialise) the model, train on the budget,
+    evaluate, probe and measure; fills `row`."""
+    import torch
+
+    from benchbench import data, distributed, measure, models, runtime
+    from benchbench.train import Budget, evaluate, resolve_budget, train
+
+    denv = distributed.current()  # one process: rank 0 of 1, no process group
+    cap = _max_steps(cfg) if train_steps else None
+    if train_steps:  # a zero or negative budget is refused before any data is loaded
+        resolve_budget(tcfg, flops_per_image=1, steps_per_epoch=1)
+        factor = tcfg.get("retry_diverged_lr_factor")
+        if factor is not None and not (isinstance(factor, int | float) and 0 < factor < 1):
+            raise ConfigError(f"train.retry_diverged_lr_factor must be in (0, 1) or null, "
+                              f"got {factor}.")
+        # the FLOP budget the run was given (a row column, not config: run_ids stay)
+        row["train_flops_budget"] = tcfg.get("flops")
+    device = runtime.resolve_device(cfg.device)
+    if denv.enabled and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's (LOCAL_RANK)
+    precision = runtime.resolve_precision(cfg.precision, device)
+    seed = int(cfg.seed)
+    row.update(device=runtime.device_label(device), precision=precision,
+               batch_size=int(tcfg.batch_size), world_size=denv.world_size)
+
+    models.validate(cfg.model, int(data_cfg.image_size))
+    ds = data.load_dataset(data_cfg)
+    image_size = int(data_cfg.image_size)
+    row.update(dataset=ds.name, train_size=len(ds.train.y), num_classes=ds.num_classes,
+               image_size=image_size)
+    if train_steps and len(ds.train.y) < int(tcfg.batch_size):
+        raise ConfigError(
+            f"train.batch_size={tcfg.batch_size} is larger than the {len(ds.train.y)} training "
+            f"images; lower train.batch_size (it is never changed silently)."
+        )
+    torch.manual_seed(seed)
+    model = models.build_model(cfg.model, ds.num_classes, image_size, ds.channels)
+    if init_state is not None:
+        from benchbench.transfer import load_for_transfer
+
+        load_for_transfer(model, init_state, zero_head=bool(cfg.init.get("zero_head", True)))
+    row["params"] = models.count_params(model)
+    fl = measure.count_flops(model, image_size, ds.channels)
+    row.update(flops_per_image=fl["flops_per_image"], macs_per_image=fl["macs_per_image"])
+
+    cl = runtime.channels_last(cfg, row["family"], device)
+    model = model.to(device, memory_format=torch.channels_last if cl else torch.preserve_format)
+    eval_bs = int(cfg.eval.batch_size)
+
+    resident = int(data_cfg.get("max_resident_bytes") or data.DEFAULT_MAX_RESIDENT_BYTES)
+
+    def loader_of(part: str, **kw: Any):
+        # eval loaders: only eval_batches(eval_bs) is used; any batch the ranks divide
+        kw.setdefault("batch_size", eval_bs * denv.world_size)
+        kw.setdefault("drop_last", False)
+        # training batches: this rank's slice of each global batch; eval: shard rank::world
+        return data.make_loader(ds, part=part, image_size=image_size, device=device,
+                                max_resident_bytes=resident, rank=denv.rank,
+                                world_size=denv.world_size,
+                                skip_bad_images=bool(data_cfg.get("skip_bad_images", True)), **kw)
+
+    test = loader_of("test")
+    if cfg.eval.fewshot and (init_state is not None or not train_steps):
+        _fewshot(cfg, row, model, loader_of("train"), test, ds.num_classes, device, precision)
+    if not train_steps:
+        row.update(samples_seen=0, train_flops=0)
+        return
+
+    loader = loader_of("train", batch_size=int(tcfg.batch_size), augment=bool(data_cfg.augment),
+                       seed=seed, drop_last=True)
+    budget = resolve_budget(tcfg, flops_per_image=fl["flops_per_image"],
+                            steps_per_epoch=loader.steps_per_epoch)
+    if cap is not None:  # debug=smoke: the same point, a few steps
+        budget = Budget(min(budget.steps, cap), budget.global_batch)
+    row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=float(tcfg.lr))
+    if tcfg.get("grad_checkpointing"):
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ConfigError(f"train.grad_checkpointing: {type(model).__name__} has no "
+                              f"set_grad_checkpointing; set it to false.")
+        model.set_grad_checkpointing(True)
+    net = model
+    if denv.enabled:
+        net = distributed.wrap_ddp(model, device)
+        model = net.module  # SyncBatchNorm on CUDA may have replaced modules
+    net = torch.compile(net) if cfg.compile else net
+    ckpt = rdir / "ckpt" / run_id / "last.pt"
+    res = train(
+        net, loader.iter_from, tcfg=tcfg, budget=budget, device=device, precision=precision,
+        seed=seed, ckpt_path=ckpt, identity=identity, progress=not cfg.get("quiet"),
+        rank=denv.rank, world_size=denv.world_size,
+    )
+    row.update(
+        samples_seen=res.samples_seen,
+        train_flops=measure.train_flops(fl["flops_per_image"], res.samples_seen),
+        final_loss=res.final_loss, train_wall_s=round(res.train_wall_s, 3),
+        train_img_per_s=res.train_img_per_s, peak_mem_train_bytes=res.peak_mem_train_bytes,
+        resumed=res.resumed,
+    )
+    if tcfg.get("save_final") and denv.is_main:
+        from benchbench.train import save_checkpoint
+
+        save_checkpoint(rdir / "ckpt" / run_id / "final.pt",
+                        {"model": model.state_dict(), "identity": identity, "step": res.steps})
+
+    # under DDP: the bare model (no DDP collectives in forward), counts summed across ranks
+    ev = evaluate(model if denv.enabled else net, test.eval_batches(eval_bs),
+                  num_classes=ds.num_classes, device=device, precision=precision,
+                  all_reduce=distributed.all_reduce_sum if denv.enabled else None)
+    row.update(top1=ev["top1"], top5=ev["top5"], eval_samples=ev["eval_samples"])
+    if cfg.eval.fewshot and init_state is None:
+        _fewshot(cfg, row, model, loader_of("train"), test, ds.num_classes, device, precision)
+    _measure_trained(cfg, row, model, denv, device, precision, image_size, ds.channels, cl, fl)
+
+
+def _measure_trained(cfg: Any, row: dict[str, Any], model: Any, denv: Any, device: Any,
+                     precision: str, image_size: int, in_chans: int, cl: bool,
+                     fl: dict[str, Any]) -> None:
+    """Inference speed, peak memory (per rank and summed) and MFU of the trained model."""
+    import torch
+
+    from benchbench import distributed, measure
+
+    mc = cfg.measure
+    timed = mc.throughput is True or (mc.throughput == "auto" and device.type == "cuda")
+    if timed and denv.is_main:  # one GPU's inference speed; other ranks wait
+        bs = int(mc.batch_size) if device.type == "cuda" else int(mc.cpu_throughput_batch)
+        m = measure.infer_throughput(model, batch_size=bs, image_size=image_size,
+                                     in_chans=in_chans, device=device, precision=precision,
+                                     channels_last=cl, repeats=int(mc.repeats))
+        if m.get("status") == "oom":  # the trained row stays ok; only the timing is missing
+            row["error"] = f"inference timing: {m['error']}"
+        row.update(infer_img_per_s=m["infer_img_per_s"],
+                   infer_img_per_s_spread=m.get("infer_img_per_s_spread"),
+                   peak_mem_infer_bytes=m.get("peak_mem_infer_bytes"))
+    mems = [v for v in (row.get("peak_mem_train_bytes"), row.get("peak_mem_infer_bytes")) if v]
+    row["peak_mem_bytes"] = max(mems) if mems else None
+    if denv.enabled and device.type == "cuda":  # max per rank, and the sum over ranks
+        mine = torch.tensor([row["peak_mem_bytes"] or 0, row.get("peak_mem_train_bytes") or 0],
+                            dtype=torch.int64, device=device)
+        most = distributed.all_reduce_max(mine.clone()).tolist()
+        total = distributed.all_reduce_sum(mine.clone()).tolist()
+        row.update(peak_mem_bytes=most[0] or None, peak_mem_train_bytes=most[1] or None,
+                   peak_mem_sum_bytes=total[0] or None)
+    else:
+        row["peak_mem_sum_bytes"] = row["peak_mem_bytes"]
+    if device.type == "cuda" and row.get("train_img_per_s") and precision == "bf16":
+        # img/s is the total over ranks, so the denominator is every rank's peak
+        peak = measure.peak_bf16_flops(device)
+        peak = peak * denv.world_size if peak else peak
+        row.update(peak_flops=peak,
+                   mfu=measure.mfu(fl["flops_per_image"], row["train_img_per_s"], peak))
+
+
+def _fewshot(cfg: Any, row: dict[str, Any], model: Any, train_loader: Any, test_loader: Any,
+             num_classes: int, device: Any, precision: str) -> None:
+    from benchbench.distributed import gather_shards
+    from benchbench.train import extract_features, fewshot_probe
+
+    bs = int(cfg.eval.batch_size)
+    ftr, ytr = extract_features(model, train_loader.eval_batches(bs), device=device,
+                                precision=precision)
+    fte, yte = extract_features(model, test_loader.eval_batches(bs), device=device,
+                                precision=precision)
+    got = gather_shards(ftr, ytr, fte, yte)  # DDP: each rank's shard -> rank 0, in order
+    if got is None:
+        return  # not rank 0: its row is not written
+    ftr, ytr, fte, yte = got
+    shots = [int(s) for s in cfg.eval.fewshot_shots]
+    probes = {s: fewshot_probe(ftr, ytr, fte, yte, num_classes=num_classes, shots=s,
+                               seeds=int(cfg.eval.fewshot_seeds), l2=float(cfg.eval.fewshot_l2))
+              for s in shots}
+    main_shot = 5 if 5 in probes else shots[0]
+    row.update(fewshot_top1=probes[main_shot]["fewshot_top1"], fewshot_shots=main_shot,
+               fewshot={str(s): p["fewshot_top1"] for s, p in probes.items()})

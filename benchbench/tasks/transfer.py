@@ -1,0 +1,51 @@
+"""task=transfer: the paper's two stages in one point, pre-training then fine-tuning.
+
+The pre-training is its own row (and checkpoint), reused by every fine-tune of the same
+pre-training config; the fine-tune runs at the new task's data, resolution and recipe, and
+the few-shot probe reads the frozen pre-trained features.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchbench.errors import ConfigError
+
+
+def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
+        identity: dict[str, Any]) -> None:
+    from omegaconf import OmegaConf, open_dict
+
+    from benchbench import results
+    from benchbench.point import run_task_to_row
+    from benchbench.tasks.train import fit
+    from benchbench.transfer import load_state
+
+    pre = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    with open_dict(pre):
+        pre.task = OmegaConf.create({"name": "train"})
+        pre.train.save_final = True
+        pre.eval.fewshot = False
+        pre.init.checkpoint = None
+    out = run_task_to_row(pre)  # skipped when its row is already there
+    if out["status"] not in ("ok", "skipped") or (
+            out["status"] == "skipped" and out.get("prior_status") != "ok"):
+        ended = out.get("prior_status") or out["status"]
+        raise ConfigError(f"pre-training {out['run_id']} ended {ended}: "
+                          f"{out.get('error')}; fix it first (its row is in {out['row']}).")
+    pre_id = out["run_id"]
+    final = rdir / "ckpt" / pre_id / "final.pt"
+    if not final.exists():
+        raise ConfigError(
+            f"pre-training row {pre_id} exists but its weights ({final}) do not (it ran without "
+            f"train.save_final=true); move its row away to pre-train again."
+        )
+    pre_row = results.read_row(results.row_path(rdir, pre_id))
+    row.update(pretrain_run_id=pre_id, pretrain_dataset=pre_row.get("dataset"),
+               pretrain_train_size=pre_row.get("train_size"),
+               pretrain_flops=pre_row.get("train_flops"))
+    ft = cfg.task.finetune
+    row["image_size"] = int(ft.data.image_size)
+    fit(cfg, row, data_cfg=ft.data, tcfg=ft.train, rdir=rdir, run_id=run_id,
+        identity=identity, init_state=load_state(final))
+    row["finetune_flops"] = row.get("train_flops")
