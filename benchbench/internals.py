@@ -84,7 +84,8 @@ def mean_distance(attn: torch.Tensor | np.ndarray, grid_hw: Sequence[int],
     """Mean attention distance [H] in pixels of attention weights [B, H, N, N] (rows = queries).
 
     The first `num_prefix_tokens` tokens are dropped as queries and as keys; each query's
-    weights over the patch keys are renormalised (module docstring)."""
+    weights over the patch keys are renormalised (module docstring). Sums run in float64: a
+    copy of twice the size of one layer's weights, so keep the batch small (~32 images)."""
     a = torch.as_tensor(attn).to(torch.float64)
     if a.ndim != 4 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"attention weights must be [B, H, N, N], got {tuple(a.shape)}")

@@ -277,6 +277,8 @@ def test_bit_micro_receptive_field_grows_per_stage():
     assert [r["depth_index"] for r in rows] == [1, 4, 7, 10, 13]  # stem + 3 convs per block
     assert rows[-1]["depth_fraction"] == 1.0
     assert all(r["visible_px"] == min(r["receptive_field_px"], IMG) for r in rows)
+    assert ip.cnn_rf_line(rows) == [(r["depth_fraction"], min(r["receptive_field_px"], IMG))
+                                    for r in rows]
 
 
 def test_receptive_fields_refuse_a_model_they_do_not_know():

@@ -44,6 +44,13 @@ def _row_of_axes(n: int, w: float, h: float, **kw):
     return fig, fig.subplots(1, n, squeeze=False, **kw)[0]
 
 
+def cnn_rf_line(rfs: Sequence[dict], *, clip: bool = True) -> list[tuple[float, float]]:
+    """(depth fraction, receptive field px) of `internals.cnn_receptive_fields` rows, for
+    `cnn_rf=`; clipped to the image by default (what the ResNet can see of it)."""
+    key = "visible_px" if clip else "receptive_field_px"
+    return [(float(r["depth_fraction"]), float(r[key])) for r in rfs]
+
+
 def draw_attention_distance(panels: Sequence[tuple[str, np.ndarray, int]], *,
                             cnn_rf: Sequence[tuple[float, float]] | None = None,
                             cnn_rf_units: str = "fraction") -> Figure:
