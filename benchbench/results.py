@@ -66,15 +66,31 @@ def empty_row() -> dict[str, Any]:
     return row
 
 
-# Keys added after results existed: null means the old behaviour, so a null one is left out
-# and every earlier row keeps its run_id (a relaunch still skips it).
-_NULL_NEUTRAL_KEYS = ("max_steps",)
+# Keys added after results existed (dotted paths for nested ones): null means the old
+# behaviour, so a null one is left out and every earlier row keeps its run_id (a relaunch
+# still skips it). A new config key that changes nothing when unset belongs here.
+NULL_NEUTRAL_KEYS: list[str] = ["max_steps"]
+
+
+def _drop_null_neutral(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = dict(cfg)
+    for dotted in NULL_NEUTRAL_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = out
+        for p in parents:  # copy the path down, never touch the caller's dicts
+            if not isinstance(node.get(p), Mapping):
+                node = None
+                break
+            node[p] = dict(node[p])
+            node = node[p]
+        if node is not None and leaf in node and node[leaf] is None:
+            del node[leaf]
+    return out
 
 
 def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved config that defines what a run computes."""
-    out = {k: v for k, v in cfg.items() if k not in _NON_IDENTITY_KEYS
-           and not (k in _NULL_NEUTRAL_KEYS and v is None)}
+    out = _drop_null_neutral({k: v for k, v in cfg.items() if k not in _NON_IDENTITY_KEYS})
     train = dict(out.get("train") or {})
     for k in ("checkpoint_every_s", "log_every", "save_final",  # how, not what
               "micro_batch_size", "grad_checkpointing", "retry_diverged_lr_factor"):
