@@ -18,9 +18,7 @@ a mean attention distance is closer to a radius, so compare shapes, not values.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -379,23 +377,13 @@ def measure_internals(model: nn.Module, images: torch.Tensor, *, family: str,
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path:
-    """Write `arrays` to a compressed .npz atomically (temp file in the same folder, fsync,
-    os.replace), as results.atomic_write_text does for text; returns the path."""
+    """Write `arrays` to a compressed .npz atomically (results.atomic_write); returns the path."""
     path = Path(path)
     data = {k: np.asarray(v) for k, v in arrays.items()}
     bad = [k for k, v in data.items() if v.dtype == object]
     if bad:
         raise ValueError(f"arrays {bad} have dtype object: npz would need pickle to read them")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from benchbench.results import atomic_write
+
+    atomic_write(path, lambda f: np.savez_compressed(f, **data))
     return path

@@ -14,9 +14,9 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from benchbench.errors import ResultsError
 
@@ -125,9 +125,10 @@ def row_path(results_dir: str | os.PathLike, run_id: str) -> Path:
     return Path(results_dir) / "runs" / f"{run_id}.json"
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file in the same directory + fsync + rename: readers see the old
-    file or the new one, never half of one; a failure (disk full) leaves the old file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """The one atomic writer: `write(f)` fills a temp file in the same directory, then fsync
+    + rename, so readers see the old file or the new one, never half of one; a failure (disk
+    full) leaves the old file and no temp file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +138,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f"cannot write to {path.parent}: {e.strerror}. Set results.dir=<a writable folder>."
         ) from None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -146,6 +147,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) atomically (atomic_write)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_row(row: Mapping[str, Any], results_dir: str | os.PathLike) -> Path:

@@ -337,8 +337,9 @@ class _FullDisk:
     def __exit__(self, *exc):
         os.close(self.fd)
 
-    def write(self, text: str) -> int:
-        os.write(self.fd, text.encode()[: len(text) // 2])
+    def write(self, data: str | bytes) -> int:
+        raw = data.encode() if isinstance(data, str) else data
+        os.write(self.fd, raw[: len(raw) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
