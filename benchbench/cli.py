@@ -859,7 +859,7 @@ def _log_wandb(cfg: Any, row: dict[str, Any]) -> None:
         print("benchbench: wandb.enabled=true but wandb is not installed: pip install "
               "'benchbench[wandb]'", file=sys.stderr)
         return
-    run = None
+    run, failure = None, None
     try:
         from benchbench.results import redact
 
@@ -872,10 +872,15 @@ def _log_wandb(cfg: Any, row: dict[str, Any]) -> None:
             sys.argv = argv
         run.log({k: v for k, v in row.items() if isinstance(v, int | float) and v is not None})
     except Exception as e:  # noqa: BLE001
-        print(f"benchbench: wandb logging failed ({_short(e)}); the row is saved.", file=sys.stderr)
-    finally:
-        if run is not None:
+        failure = e
+    if run is not None:
+        try:  # finish() uploads/syncs: it can fail too, and must not lose the row either
             run.finish()
+        except Exception as e:  # noqa: BLE001
+            failure = failure or e
+    if failure is not None:  # one warning, whatever failed
+        print(f"benchbench: wandb logging failed ({_short(failure)}); the row is saved.",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":
