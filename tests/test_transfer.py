@@ -97,10 +97,10 @@ def test_transfer_writes_linked_rows_and_reuses_the_pretraining(run_cli, tmp_pat
 
 
 def test_probe_a_checkpoint_by_run_id(run_cli):
-    code, rdir = run_cli("train.save_final=true")
+    code, rdir = run_cli("train.save_final=true", "train.steps=1")
     (pre,) = results.load_rows(rdir)[0]
     code, _ = run_cli("task=probe", f"init.checkpoint='{pre['run_id']}'", "eval.fewshot_shots=[5]",
-                      "eval.fewshot_seeds=2")
+                      "eval.fewshot_seeds=2", "eval.fewshot_l2=0.01")
     assert code == 0
     probe = next(r for r in results.load_rows(rdir)[0] if r["task"] == "probe")
     assert probe["samples_seen"] == 0 and probe["pretrain_run_id"] == pre["run_id"]
