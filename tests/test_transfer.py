@@ -120,3 +120,47 @@ def test_probe_a_checkpoint_by_run_id(run_cli):
     want = fewshot_probe(*feats[0], *feats[1], num_classes=ds.num_classes, shots=5, seeds=2,
                          l2=float(c["eval"]["fewshot_l2"]))
     assert probe["fewshot_top1"] == pytest.approx(want["fewshot_top1"], abs=1e-9)
+
+
+def test_init_from_timm_pretrained_weights_in_the_local_cache(tmp_path):
+    """init.checkpoint=timm:<name> loads timm's pretrained weights from the local Hugging Face
+    cache, offline. The cache is made here: a tiny timm model's weights, laid out as the hub
+    stores them. lr=0: the saved final weights are the loaded ones (head: zero, re-initialised)."""
+    import os
+    import subprocess
+    import sys
+
+    import timm
+    from conftest import TINY
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    src = timm.create_model("test_resnet", pretrained=False)
+    want = {k: v.detach().clone().contiguous() for k, v in src.state_dict().items()}
+    repo = tmp_path / "hf" / "hub" / "models--timm--test_resnet.r160_in1k"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file(want, str(repo / "snapshots" / commit / "model.safetensors"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+    rdir = tmp_path / "res"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env.pop("HF_HUB_CACHE", None)
+    p = subprocess.run(
+        [sys.executable, "-m", "benchbench.cli", *TINY, f"results.dir={rdir}", "model=timm",
+         "model.timm_name=test_resnet", "init.checkpoint=timm:test_resnet.r160_in1k",
+         "train.lr=0", "train.steps=1", "train.save_final=true"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (row,) = results.load_rows(rdir)[0]
+    assert row["pretrain_run_id"] == "timm:test_resnet.r160_in1k" and row["num_classes"] == 10
+    got = transfer.load_state(rdir / "ckpt" / row["run_id"] / "final.pt")
+    params = {n for n, _ in src.named_parameters()}
+    head = {"fc.weight", "fc.bias"}
+    assert head <= params and set(got) == set(want)
+    for k in params - head:
+        assert torch.equal(got[k], want[k]), k
+    assert got["fc.weight"].shape == (10, want["fc.weight"].shape[1])
+    assert not got["fc.weight"].any() and not got["fc.bias"].any()
