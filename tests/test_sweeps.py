@@ -193,3 +193,34 @@ def test_smoke_mode_runs_every_point_of_a_study_for_two_steps(run_cli, capsys):
 def test_max_steps_must_be_a_positive_whole_number(run_cli, capsys):
     code, _ = run_cli("max_steps=0")
     assert code == 2 and "max_steps must be a positive whole number or null" in capsys.readouterr().err
+
+
+def test_peak_memory_columns_of_one_process(run_cli, monkeypatch):
+    """peak_mem_bytes is the larger of the training and inference peaks; with one process
+    peak_mem_sum_bytes (the sum over ranks) is that same value. A CPU measures no memory, so
+    the inference timing reports a known peak here."""
+    from benchbench import measure
+
+    def timed(model, **kw):
+        return {"status": "ok", "infer_img_per_s": 123.0, "infer_img_per_s_spread": 0.0,
+                "peak_mem_infer_bytes": 12345}
+
+    monkeypatch.setattr(measure, "infer_throughput", timed)
+    code, rdir = run_cli("train.steps=2", "measure.throughput=true")
+    (row,) = rows_of(rdir)
+    assert code == 0 and row["infer_img_per_s"] == 123.0
+    assert row["peak_mem_train_bytes"] is None  # not measured on a CPU
+    assert row["peak_mem_bytes"] == row["peak_mem_sum_bytes"] == 12345
+    code, rdir = run_cli("train.steps=2", results=rdir.parent / "plain")
+    (row,) = rows_of(rdir)
+    assert row["peak_mem_bytes"] is None and row["peak_mem_sum_bytes"] is None
+
+
+@pytest.mark.gpu
+def test_peak_memory_columns_on_a_gpu(run_cli):
+    code, rdir = run_cli("train.steps=2", "device=cuda")
+    (row,) = rows_of(rdir)
+    assert code == 0 and row["world_size"] == 1
+    assert row["peak_mem_bytes"] == max(row["peak_mem_train_bytes"],
+                                        row["peak_mem_infer_bytes"] or 0) > 0
+    assert row["peak_mem_sum_bytes"] == row["peak_mem_bytes"]
