@@ -54,6 +54,32 @@ def test_frontiers_per_group_and_overall():
     assert owner_segments(overall, "compute") == [("bit", 1, 1), ("vit", 10, 10)]
 
 
+def test_frontiers_frame_shape_group_order_and_missing_values():
+    """Found by `make mutants`: the output's column order, group order (first seen, then
+    'all'), a fresh index, groups without usable points skipped (not ending the loop)."""
+    pts = pd.DataFrame({"family": ["vit", "bit", "bit", "vit", "hybrid"],
+                        "compute": [1.0, 2.0, np.nan, 4.0, 5.0],
+                        "acc": [0.5, 0.6, 0.9, 0.7, np.nan]})
+    f = frontiers(pts, "compute")
+    assert list(f.columns) == ["frontier_of", "family", "compute", "acc"]
+    assert f["frontier_of"].tolist() == ["vit", "vit", "bit", "all", "all", "all"]
+    assert f.index.tolist() == list(range(6))
+    assert f["compute"].tolist() == [1.0, 4.0, 2.0, 1.0, 2.0, 4.0]  # NaN compute left out
+    pts2 = pd.DataFrame({"family": ["x", "y"], "compute": [np.nan, 1.0], "acc": [0.5, 0.5]})
+    assert frontiers(pts2, "compute")["frontier_of"].tolist() == ["y", "all"]  # x: skipped
+    none = frontiers(pts.assign(acc=np.nan), "compute")
+    assert none.empty and list(none.columns) == ["frontier_of", "family", "compute", "acc"]
+    with pytest.raises(AssertionError, match="same length"):
+        pareto_front([1, 2], [1])
+
+
+def test_owner_segments_merge_consecutive_runs_of_one_group():
+    front = pd.DataFrame({"family": ["vit", "vit", "bit", "bit", "bit", "vit"],
+                          "compute": [1, 2, 3, 4, 5, 6]})
+    assert owner_segments(front, "compute") == [("vit", 1, 2), ("bit", 3, 5), ("vit", 6, 6)]
+    assert owner_segments(front.iloc[:0], "compute") == []
+
+
 def test_best_at_interpolates_in_log_compute_and_never_extrapolates():
     x = [1e12, 1e13, 1e14, 1e15]
     y = [0.5, 0.6, 0.7, 0.65]  # the largest run is worse: not on the frontier
