@@ -45,7 +45,7 @@ lint: setup
 MUTANT_SAMPLE  ?= 1
 MUTANT_MODULES ?= \
 	"benchbench/results.py=tests/test_results.py tests/test_fuzz.py" \
-	"benchbench/report/pareto.py=tests/test_report_stats.py -k 'pareto or frontier'" \
+	"benchbench/report/pareto.py=tests/test_report_stats.py -k 'pareto or frontier or owner'" \
 	"benchbench/report/compare.py=tests/test_report_stats.py" \
 	"benchbench/report/scaling.py=tests/test_report_stats.py"
 mutants: setup

@@ -69,7 +69,7 @@ def test_frontiers_frame_shape_group_order_and_missing_values():
     assert frontiers(pts2, "compute")["frontier_of"].tolist() == ["y", "all"]  # x: skipped
     none = frontiers(pts.assign(acc=np.nan), "compute")
     assert none.empty and list(none.columns) == ["frontier_of", "family", "compute", "acc"]
-    with pytest.raises(AssertionError, match="same length"):
+    with pytest.raises(AssertionError, match="^x and y must have the same length$"):
         pareto_front([1, 2], [1])
 
 
