@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned here (not in pyproject): these two come from the local disk.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data demo report test test-all lint clean install-check gpu-prep gpu-install gpu-bench gpu-study
+.PHONY: setup data demo report test test-all lint mutants clean install-check gpu-prep gpu-install gpu-bench gpu-study
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,21 @@ install-check:
 
 lint: setup
 	$(BIN)/ruff check benchbench tests
+
+# Mutation testing of the pure core (not in CI): each module's mutants against its own fast
+# tests, in a temp copy (tests/mutants.py). MUTANT_SAMPLE=N tests every N-th mutant by id.
+# Entries are MODULE=PYTEST-ARGS; when the refactor lands add the FLOP counting and nested
+# subsets, e.g. benchbench/measure/flops.py=tests/test_flops.py and
+# benchbench/data/subsets.py='tests/test_data.py -k nested'.
+MUTANT_SAMPLE  ?= 1
+MUTANT_MODULES ?= \
+	"benchbench/results.py=tests/test_results.py tests/test_fuzz.py" \
+	"benchbench/report/pareto.py=tests/test_report_stats.py -k 'pareto or frontier or owner'" \
+	"benchbench/report/compare.py=tests/test_report_stats.py" \
+	"benchbench/report/scaling.py=tests/test_report_stats.py"
+mutants: setup
+	$(BIN)/pip install -q 'mutmut==2.5.1'
+	$(BIN)/python tests/mutants.py --mutmut $(BIN)/mutmut --sample $(MUTANT_SAMPLE) $(MUTANT_MODULES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

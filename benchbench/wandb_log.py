@@ -19,7 +19,7 @@ def log_row(cfg: Any, row: dict[str, Any]) -> None:
     from benchbench.failures import short
     from benchbench.results import redact
 
-    run = None
+    run, failure = None, None
     try:
         argv, sys.argv = sys.argv, [redact(a) for a in sys.argv]  # wandb records the command
         try:
@@ -30,7 +30,12 @@ def log_row(cfg: Any, row: dict[str, Any]) -> None:
             sys.argv = argv
         run.log({k: v for k, v in row.items() if isinstance(v, int | float) and v is not None})
     except Exception as e:  # noqa: BLE001
-        print(f"benchbench: wandb logging failed ({short(e)}); the row is saved.", file=sys.stderr)
-    finally:
-        if run is not None:
+        failure = e
+    if run is not None:
+        try:  # finish() uploads/syncs: it can fail too, and must not lose the row either
             run.finish()
+        except Exception as e:  # noqa: BLE001
+            failure = failure or e
+    if failure is not None:  # one warning, whatever failed
+        print(f"benchbench: wandb logging failed ({short(failure)}); the row is saved.",
+              file=sys.stderr)

@@ -3,6 +3,7 @@ the same weights and row as one process with the same global batch, eval over th
 exactly once, gradient accumulation, and a signal on one rank checkpointing without deadlock."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
@@ -181,8 +182,7 @@ def test_one_process_is_a_no_op_and_off_refuses_many(monkeypatch):
     assert distributed.all_reduce_sum(t) is t and distributed.is_main()
     assert distributed.gather_shards(t) == (t,)
     m = torch.nn.Linear(2, 2)
-    with distributed.no_sync(m):
-        pass
+    assert isinstance(distributed.no_sync(m), contextlib.nullcontext)  # a bare model: nothing to skip
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="distributed=off"):
         distributed.init_from_env("off")
@@ -211,3 +211,77 @@ def test_submitit_tasks_form_one_ddp_run(one_process, tmp_path):
     assert row["world_size"] == 2 and row["eval_samples"] == 127
     assert row["samples_seen"] == ref["samples_seen"]
     assert_same_weights(final_weights(rdir, row["run_id"]), ref_w)
+
+
+@pytest.fixture
+def gloo_group(tmp_path):
+    """A real one-rank gloo process group in this process (torch.distributed), torn down after."""
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        yield dist
+    finally:
+        dist.destroy_process_group()
+
+
+def test_no_sync_really_skips_the_gradient_all_reduce(gloo_group):
+    """distributed.no_sync(DDP model): the backward inside it reduces nothing; the next one
+    outside reduces once. Counted by a DDP communication hook (torch's own API)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from benchbench import distributed
+
+    torch.manual_seed(0)
+    ddp = DDP(torch.nn.Linear(4, 2))
+    reduced = []
+
+    def hook(state, bucket):
+        reduced.append(bucket.index())
+        fut = torch.futures.Future()
+        fut.set_result(bucket.buffer())
+        return fut
+
+    ddp.register_comm_hook(None, hook)
+    x = torch.randn(3, 4)
+    with distributed.no_sync(ddp):
+        ddp(x).sum().backward()
+    assert reduced == []  # accumulated locally, no all-reduce
+    ddp(x).sum().backward()
+    assert reduced == [0]
+    torch.testing.assert_close(ddp.module.weight.grad, 2 * x.sum(0).expand(2, 4))  # both kept
+
+
+def test_batchnorm_stays_on_cpu_and_becomes_syncbatchnorm_on_cuda(gloo_group, monkeypatch):
+    """README: BatchNorm becomes SyncBatchNorm on CUDA (gloo on a CPU has no SyncBatchNorm).
+    The CPU path runs for real; the CUDA decision is checked with DDP itself stubbed."""
+    import torch.nn.parallel as par
+    from timm.layers import BatchNormAct2d
+
+    from benchbench import distributed
+
+    def bn_model():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                   BatchNormAct2d(4), torch.nn.Flatten())
+
+    def kinds(m):
+        return sorted({type(x).__name__ for x in m.modules() if "Norm" in type(x).__name__})
+
+    cpu = distributed.wrap_ddp(bn_model(), torch.device("cpu"))
+    assert isinstance(cpu, par.DistributedDataParallel)
+    assert kinds(cpu.module) == ["BatchNorm2d", "BatchNormAct2d"]
+
+    got = {}
+
+    class FakeDDP(torch.nn.Module):
+        def __init__(self, module, device_ids=None, **kw):
+            super().__init__()
+            self.module, got["device_ids"] = module, device_ids
+
+    monkeypatch.setattr(par, "DistributedDataParallel", FakeDDP)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    cuda = distributed.wrap_ddp(bn_model(), torch.device("cuda"))
+    assert kinds(cuda.module) == ["SyncBatchNorm", "SyncBatchNormAct"]  # timm keeps the act
+    assert got["device_ids"] == [3]

@@ -301,7 +301,9 @@ def test_measure_model_oom_keeps_what_was_measured():
     m = measure_model(OOMAbove(limit=4), image_size=4, num_classes=10, batch_size=16,
                       cpu_throughput=True, repeats=2, warmup=1)
     assert m["status"] == "oom" and "batch size 16" in m["error"] and m["batch_size"] == 16
-    assert m["params"] == count_params(OOMAbove(4)) and m["flops_per_image"] is not None
+    # measured before the OOM: the one Linear(3, 10) is 30 multiply-accumulates per image
+    assert m["params"] == count_params(OOMAbove(4)) == 40
+    assert m["macs_per_image"] == 30 and m["flops_per_image"] == 60
 
 
 # --- GPU only -----------------------------------------------------------------------------------

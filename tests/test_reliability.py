@@ -496,6 +496,30 @@ def test_ctrl_c_outside_training_writes_an_interrupted_row(run_cli, capsys, monk
     assert one_row(rdir)["status"] == "interrupted"
 
 
+def test_sigusr2_checkpoints_then_hands_off_to_submitits_handler(run_cli, capsys, monkeypatch):
+    """README: submitit requeues a preempted job. Its handler (installed before the run, on
+    SIGUSR2) must run once, after our checkpoint is on disk; the point exits 130, no row."""
+    seen: list[tuple[int, list[str]]] = []
+    results_dir: list[Path] = []
+
+    def submitit_like(signum, frame):
+        seen.append((signum, sorted(p.name for p in results_dir[0].glob("ckpt/*/last.pt"))))
+
+    old = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        with monkeypatch.context() as m:
+            _signal_at(m, signal.SIGUSR2, step=2)
+            results_dir.append(Path.cwd() / "results")
+            code, rdir = run_cli("train.steps=6", results=results_dir[0])
+    finally:
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like  # ours is gone again
+        signal.signal(signal.SIGUSR2, old)
+    assert code == 130
+    assert seen == [(signal.SIGUSR2, ["last.pt"])]
+    assert_clear(capsys.readouterr().err, "benchbench: SIGUSR2 at step 3; checkpoint")
+    assert not (rdir / "runs").exists()
+
+
 # ---------------------------------------------------------------- OOM, divergence
 def _oom_from(monkeypatch, batch: int, *, training: bool) -> None:
     """Models whose forward raises CUDA's OOM error from `batch` images up."""
@@ -593,6 +617,30 @@ def test_diverged_point_is_retried_at_a_lower_lr_as_a_new_row(run_cli, capsys, m
     assert point_of(rdir, *QUICK, "train.lr=0.005")[0] == retry["run_id"]
 
 
+def test_a_diverged_retry_is_not_retried_again(run_cli, capsys, monkeypatch):
+    """README: one retry at lr x 0.5. When the retry diverges too, that is the end: two
+    diverged rows (the second `retry_of` the first), never a third attempt."""
+    from benchbench import train as train_mod
+
+    lrs: list[float] = []
+
+    def train(*a, tcfg, **k):
+        lrs.append(float(tcfg.lr))
+        if len(lrs) > 2:  # a bounded failure instead of retrying until lr reaches zero
+            raise RuntimeError("a third attempt")
+        raise train_mod.Diverged(1, float("nan"))
+
+    monkeypatch.setattr(train_mod, "train", train)
+    code, rdir = run_cli(*QUICK, "train.lr=0.1", "train.retry_diverged_lr_factor=0.5")
+    assert lrs == [0.1, 0.05]
+    rows = sorted(rows_of(rdir), key=lambda r: -r["config"]["train"]["lr"])
+    assert [r["status"] for r in rows] == ["diverged", "diverged"]
+    assert rows[0]["retry_of"] is None and rows[1]["retry_of"] == rows[0]["run_id"]
+    assert rows[1]["config"]["train"]["lr"] == 0.05 and code == 1
+    out = capsys.readouterr().out
+    assert out.count("retry ") == 1 and f"retry {rows[0]['run_id']} at train.lr=0.05" in out
+
+
 # ---------------------------------------------------------------- concurrency
 WRITER = textwrap.dedent("""
     import sys, time
@@ -686,3 +734,34 @@ def test_wandb_offline_or_disabled_needs_no_account_and_stores_no_secret(run_cli
     offline_runs = list((tmp_path / "wb").rglob("offline-run-*"))
     assert bool(offline_runs) == (mode == "offline")
     assert not _grep_secrets(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["init", "log", "finish"])
+def test_a_wandb_failure_is_one_warning_and_the_row_is_kept(run_cli, capsys, monkeypatch, where):
+    """README: a wandb failure is one warning, the row is kept, the point is ok (exit 0).
+    The failure is injected at wandb's own API (init, run.log or run.finish raising)."""
+    wandb = pytest.importorskip("wandb")
+    finished = []
+
+    class Run:
+        def log(self, data):
+            if where == "log":
+                raise ConnectionError("wandb.log: network down")
+
+        def finish(self):
+            finished.append(True)
+            if where == "finish":
+                raise ConnectionError("wandb.finish: network down")
+
+    def init(**kw):
+        if where == "init":
+            raise wandb.errors.CommError("wandb.init: network down")
+        return Run()
+
+    monkeypatch.setattr(wandb, "init", init)
+    code, rdir = run_cli(*QUICK, "wandb.enabled=true")
+    err = capsys.readouterr().err
+    assert code == 0 and one_row(rdir)["status"] == "ok", err
+    assert err.count("wandb logging failed") == 1 and "network down" in err
+    assert "the row is saved" in err and "Traceback" not in err
+    assert finished == ([] if where == "init" else [True])  # a started run is finished

@@ -130,10 +130,23 @@ PLOTS = ("compute_vs_accuracy", "dataset_size_vs_accuracy", "throughput_vs_input
 TABLES = ("equal_compute", "scaling_fits", "frontier", "runs", "failed")
 
 
+FIGURES: dict = {}  # name -> the matplotlib Figure the full report saved
+
+
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory):
+    from matplotlib.figure import Figure
+
     root = make_study(tmp_path_factory.mktemp("study") / "synth")
-    rc = main([str(root), "--n-boot", "200", "--formats", "png,pdf,svg"])
+    real = Figure.savefig
+
+    def savefig(self, fname, *a, **k):  # keep each figure to check what it draws
+        FIGURES[Path(fname).stem] = self
+        return real(self, fname, *a, **k)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Figure, "savefig", savefig)
+        rc = main([str(root), "--n-boot", "200", "--formats", "png,pdf,svg"])
     return root, rc
 
 
@@ -183,7 +196,10 @@ def test_tables_have_units_and_raw_numbers(full_report):
     for col in ("GFLOPs/img (2xMAC, incl. attn)", "train compute [PFLOPs]", "top-1 [%]",
                 "params [M]", "peak memory [GiB]", "inference [img/s]"):
         assert col in runs.columns
-    assert runs["top-1 [%]"].between(0, 100).all() or runs["top-1 [%]"].isna().any()
+    train = runs[runs["task"] == "train"]
+    assert len(train) == 6 * 3 * 10 and train["top-1 [%]"].notna().all()
+    assert train["top-1 [%]"].between(1, 100).all()  # percent, not fractions
+    assert runs.loc[runs["task"] == "measure", "top-1 [%]"].isna().all()  # not measured there
     eq = pd.read_csv(root / "report" / "equal_compute.csv")
     vb = eq[(eq["A"] == "ViT") & (eq["B"] == "BiT")]
     assert len(vb) == 5 and (vb["A - B [pts]"].iloc[:3] > 0).all()  # ViT wins at small budgets
@@ -288,3 +304,90 @@ def test_wandb_offline_for_real(tmp_path, monkeypatch):
     root = make_study(tmp_path / "s", train=False, failed=False, broken=False)
     assert main([str(root), "--formats", "png", "--wandb"]) == 0
     assert list((root / "report" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+# ---------------------------------------------------------------- tables and plots vs the rows
+def _points_from_rows(rows: list[dict]) -> pd.DataFrame:
+    """The seed-averaged points of the ok train rows, computed here from the rows alone."""
+    df = pd.DataFrame([r for r in rows if r["status"] == "ok" and r["task"] == "train"])
+    g = df.groupby(["model", "train_size", "train_flops"], as_index=False)
+    return g.agg(family=("family", "first"), top1=("top1", "mean"), n=("seed", "size"))
+
+
+def _non_dominated(d: pd.DataFrame) -> set[tuple]:
+    """Brute force: no other point with <= compute and >= accuracy, one of them strictly."""
+    keep = set()
+    for a in d.itertuples():
+        beaten = any((b.train_flops <= a.train_flops and b.top1 >= a.top1)
+                     and (b.train_flops < a.train_flops or b.top1 > a.top1)
+                     for b in d.itertuples() if b.Index != a.Index)
+        if not beaten:
+            keep.add((a.model, a.train_size, round(a.train_flops / 1e15, 9)))
+    return keep
+
+
+@pytest.fixture(scope="module")
+def report_with_figures(full_report):
+    """The full report, the rows it was made from, and every figure it saved."""
+    from benchbench.results import load_rows
+
+    root, rc = full_report
+    assert rc == 0
+    rows, broken = load_rows(root)
+    assert len(broken) == 1 and len([r for r in rows if r["task"] == "train"]) == 6 * 3 * 10 + 2
+    return root, rows, FIGURES
+
+
+def test_runs_csv_cells_are_the_rows_values(report_with_figures):
+    root, rows, _ = report_with_figures
+    runs = pd.read_csv(root / "report" / "runs.csv").set_index("run_id")
+    assert set(runs.index) == {r["run_id"] for r in rows if r["status"] == "ok"}
+    for r in (r for r in rows if r["task"] == "train" and r["status"] == "ok"):
+        got = runs.loc[r["run_id"]]
+        assert got["top-1 [%]"] == pytest.approx(100 * r["top1"], rel=1e-9)
+        assert got["top-5 [%]"] == pytest.approx(100 * r["top5"], rel=1e-9)
+        assert got["train compute [PFLOPs]"] == pytest.approx(r["train_flops"] / 1e15, rel=1e-9)
+        assert got["GFLOPs/img (2xMAC, incl. attn)"] == pytest.approx(r["flops_per_image"] / 1e9)
+        assert got["params [M]"] == pytest.approx(r["params"] / 1e6)
+        assert (got["model"], got["seed"], got["train size [images]"]) == (
+            r["model"], r["seed"], r["train_size"])
+
+
+def test_frontier_csv_is_exactly_the_non_dominated_points(report_with_figures):
+    root, rows, _ = report_with_figures
+    pts = _points_from_rows(rows)
+    front = pd.read_csv(root / "report" / "frontier.csv")
+    front = front[front["axis"] == "compute"]
+    label = {"vit": "ViT", "bit": "BiT", "hybrid": "Hybrid"}
+
+    def keys(d):
+        return {(m, int(n), round(c, 9)) for m, n, c in
+                zip(d["model"], d["train size [images]"], d["train compute [PFLOPs]"])}
+
+    assert keys(front[front["frontier of"] == "all"]) == _non_dominated(pts)
+    for fam, name in label.items():
+        assert keys(front[front["frontier of"] == name]) == _non_dominated(pts[pts["family"] == fam])
+    acc = {(r.model, r.train_size, round(r.train_flops / 1e15, 9)): 100 * r.top1
+           for r in pts.itertuples()}
+    for m, n, c, a in zip(front["model"], front["train size [images]"],
+                          front["train compute [PFLOPs]"], front["top-1 [%]"]):
+        assert a == pytest.approx(acc[(m, int(n), round(c, 9))])  # the seed mean, in percent
+
+
+def test_compute_plot_draws_every_point_and_the_overall_frontier(report_with_figures):
+    _, rows, figures = report_with_figures
+    pts = _points_from_rows(rows)
+    (ax,) = figures["compute_vs_accuracy"].axes
+    drawn = set()
+    for c in ax.containers:  # one errorbar per family: its data markers
+        drawn |= {(round(x, 3), round(y, 9)) for x, y in c.lines[0].get_xydata()}
+    want = {(round(c, 3), round(100 * a, 9)) for c, a in zip(pts["train_flops"], pts["top1"])}
+    assert drawn == want and len(want) == 6 * 10
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    (overall,) = dashed
+    on_front = _non_dominated(pts)
+    fr = pts[[(m, n, round(c / 1e15, 9)) in on_front
+              for m, n, c in zip(pts["model"], pts["train_size"], pts["train_flops"])]]
+    fr = fr.sort_values("train_flops")
+    np.testing.assert_allclose(overall.get_xdata(), fr["train_flops"])
+    np.testing.assert_allclose(overall.get_ydata(), 100 * fr["top1"])

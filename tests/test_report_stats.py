@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from benchbench.report.compare import (
     best_at,
+    bootstrap_means,
     budget_grid,
     compute_multiplier,
     compute_to_reach,
     equal_compute,
+    seed_spread,
 )
 from benchbench.report.load import aggregate_points, point_key
 from benchbench.report.pareto import frontiers, owner_segments, pareto_front, pareto_mask
@@ -54,6 +56,32 @@ def test_frontiers_per_group_and_overall():
     assert owner_segments(overall, "compute") == [("bit", 1, 1), ("vit", 10, 10)]
 
 
+def test_frontiers_frame_shape_group_order_and_missing_values():
+    """Found by `make mutants`: the output's column order, group order (first seen, then
+    'all'), a fresh index, groups without usable points skipped (not ending the loop)."""
+    pts = pd.DataFrame({"family": ["vit", "bit", "bit", "vit", "hybrid"],
+                        "compute": [1.0, 2.0, np.nan, 4.0, 5.0],
+                        "acc": [0.5, 0.6, 0.9, 0.7, np.nan]})
+    f = frontiers(pts, "compute")
+    assert list(f.columns) == ["frontier_of", "family", "compute", "acc"]
+    assert f["frontier_of"].tolist() == ["vit", "vit", "bit", "all", "all", "all"]
+    assert f.index.tolist() == list(range(6))
+    assert f["compute"].tolist() == [1.0, 4.0, 2.0, 1.0, 2.0, 4.0]  # NaN compute left out
+    pts2 = pd.DataFrame({"family": ["x", "y"], "compute": [np.nan, 1.0], "acc": [0.5, 0.5]})
+    assert frontiers(pts2, "compute")["frontier_of"].tolist() == ["y", "all"]  # x: skipped
+    none = frontiers(pts.assign(acc=np.nan), "compute")
+    assert none.empty and list(none.columns) == ["frontier_of", "family", "compute", "acc"]
+    with pytest.raises(AssertionError, match="^x and y must have the same length$"):
+        pareto_front([1, 2], [1])
+
+
+def test_owner_segments_merge_consecutive_runs_of_one_group():
+    front = pd.DataFrame({"family": ["vit", "vit", "bit", "bit", "bit", "vit"],
+                          "compute": [1, 2, 3, 4, 5, 6]})
+    assert owner_segments(front, "compute") == [("vit", 1, 2), ("bit", 3, 5), ("vit", 6, 6)]
+    assert owner_segments(front.iloc[:0], "compute") == []
+
+
 def test_best_at_interpolates_in_log_compute_and_never_extrapolates():
     x = [1e12, 1e13, 1e14, 1e15]
     y = [0.5, 0.6, 0.7, 0.65]  # the largest run is worse: not on the frontier
@@ -64,6 +92,47 @@ def test_best_at_interpolates_in_log_compute_and_never_extrapolates():
     assert best_at(x, y, 0.97e12)[0] == pytest.approx(0.5)
     assert np.isnan(compute_to_reach(x, y, 0.75)[0]) and np.isnan(compute_to_reach(x, y, 0.4)[0])
     assert compute_to_reach(x, y, 0.65)[0] == pytest.approx(10**13.5)
+
+
+def test_best_at_edges_found_by_mutants():
+    # the lower end of the range is reached exactly at lo / (1 + rtol)
+    assert best_at([1.0, 2.0], [0.5, 0.6], [1.0 / 1.05])[0] == pytest.approx(0.5)
+    # points with an infinite x or a NaN accuracy neither join the frontier nor widen the range
+    got = best_at([1.0, 2.0, np.inf, 10.0], [0.5, 0.6, 0.9, np.nan], [2 ** 0.5, 5.0, 1e9])
+    np.testing.assert_allclose(got[0], 0.55)
+    assert np.isnan(got[1]) and np.isnan(got[2])
+
+
+def test_seed_spread_and_bootstrap_without_spread():
+    s, dof = seed_spread([(0.5, 0.7), (0.1, 0.3), (0.4,)])  # two seeds: one dof each
+    assert dof == 2 and s == pytest.approx(np.sqrt((0.02 + 0.02) / 2))
+    reps = bootstrap_means([(0.5,), (0.6,)], 10, np.random.default_rng(0))  # no spread: fixed
+    assert reps.shape == (10, 2) and (reps == [0.5, 0.6]).all()
+
+
+def test_budget_grid_of_many_clusters_is_8_log_spaced_over_the_whole_range():
+    c = 1e12 * 2.0 ** np.arange(20)  # 20 clusters (each 2x apart) > 12
+    grid = budget_grid(pd.DataFrame({"compute": c}))
+    assert len(grid) == 8 and grid[0] == 1e12 and grid[-1] == pytest.approx(5.2e17)
+
+
+def test_equal_compute_frames_and_symmetric_intervals():
+    rng = np.random.default_rng(3)
+    c = np.geomspace(1e12, 1e15, 4)
+    pts = _points({"vit": (c, 0.5 + 0.05 * np.log10(c / 1e12)),
+                   "bit": (c, 0.45 + 0.05 * np.log10(c / 1e12))}, seeds=3, sigma=0.01, rng=rng)
+    ec = equal_compute(pts, budgets=c, n_boot=2000)
+    assert list(ec.best.columns) == ["budget", "family", "acc", "acc_lo", "acc_hi", "min_seeds"]
+    assert list(ec.pairs.columns) == [
+        "budget", "family_a", "family_b", "acc_a", "acc_b", "diff", "diff_lo", "diff_hi",
+        "multiplier", "mult_lo", "mult_hi", "min_seeds_a", "min_seeds_b"]
+    assert ec.pairs["budget"].tolist() == list(c) and set(ec.best["family"]) == {"vit", "bit"}
+    assert ec.pairs["family_b"].tolist() == ["bit"] * 4
+    assert ec.pairs["mult_hi"].notna().any()
+    # a 95% percentile interval of a symmetric (t) bootstrap: as far below as above
+    below = ec.best["acc"] - ec.best["acc_lo"]
+    above = ec.best["acc_hi"] - ec.best["acc"]
+    np.testing.assert_allclose(below, above, rtol=0.2)
 
 
 def test_compute_multiplier_on_known_2x_shift():

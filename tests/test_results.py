@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,60 @@ def test_dataframe_is_typed(tmp_path):
 def test_missing_results_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ResultsError, match="run a study first"):
         results.load_rows(tmp_path / "nope")
+
+
+# ---- found by `make mutants` (tests/mutants.py): run_id details, sanitize, row discovery
+def test_run_id_value_is_pinned():
+    """Committed results are skipped on relaunch by run_id: the hash format must not drift."""
+    assert results.run_id_of({"model": {"name": "vit_micro"}, "seed": 0}) == "3476a8ffa9c0"
+
+
+@pytest.mark.parametrize("how", [{"threads": 4}, {"quiet": True}, {"local_gpus": [0, 1]},
+                                 {"train": {"lr": 0.1, "log_every": 7}},
+                                 {"train": {"lr": 0.1, "checkpoint_every_s": 9}},
+                                 {"max_steps": None}])
+def test_how_a_run_is_executed_does_not_change_its_run_id(how):
+    base = {"model": {"name": "vit_micro"}, "train": {"lr": 0.1}, "seed": 0}
+    assert results.run_id_of({**base, **how}) == results.run_id_of(base)
+
+
+def test_a_set_max_steps_is_a_different_run():
+    base = {"model": {"name": "vit_micro"}, "seed": 0}
+    assert results.run_id_of({**base, "max_steps": 2}) != results.run_id_of(base)
+
+
+def test_sanitize_nulls_only_non_finite_floats():
+    assert results.sanitize(0.5) == 0.5 and results.sanitize(0.0) == 0.0
+    assert results.sanitize(3) == 3 and results.sanitize("nan") == "nan"
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        assert results.sanitize(bad) is None
+
+
+def test_row_files_are_under_runs_or_anywhere_but_the_non_row_folders(tmp_path):
+    def put(root, rel):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(json.dumps({"run_id": Path(rel).stem, "status": "ok"}))
+
+    flat = tmp_path / "flat"
+    for rel in ("a.json", "sub/b.json", "status/s.json", "logs/sweep-1/status/t.json",
+                "report/r.json", "ckpt/c/c.json", "wandb/w.json", ".hidden.json"):
+        put(flat, rel)
+    assert [p.relative_to(flat).as_posix() for p in results.iter_row_files(flat)] == [
+        "a.json", "sub/b.json"]
+    nested = tmp_path / "nested"
+    for rel in ("runs/a.json", "notes.json", "other/n.json"):
+        put(nested, rel)
+    assert [p.relative_to(nested).as_posix() for p in results.iter_row_files(nested)] == [
+        "runs/a.json"]
+
+
+def test_git_sha_is_this_checkouts_head():
+    import subprocess
+
+    here = Path(results.__file__).parent
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
+                          capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert results.git_sha() == head.stdout.strip()
+    assert results.provenance()["git_sha"] == head.stdout.strip()

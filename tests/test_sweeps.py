@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, TINY
 
 from benchbench import results
@@ -56,10 +57,19 @@ def test_grid_with_an_impossible_point_keeps_going_and_relaunch_trains_nothing(r
     assert "4 points: 4 skipped" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in (rdir / "runs").glob("*.json")} == mtimes
 
+    # retry_failed runs the failed point again (it fails again: exit 1, its row rewritten);
+    # the ok rows are not touched
+    bad_path = rdir / "runs" / f"{bad['run_id']}.json"
+    before = bad_path.read_text()
+    os.utime(bad_path, ns=(0, 0))  # mtime 1970: any rewrite shows, whatever the clock's grain
     code, _ = run_cli(*args, "study.retry_failed=true")
+    assert code == 1
+    assert "sweep done: 4 points: 1 failed, 3 skipped" in capsys.readouterr().out
+    assert bad_path.stat().st_mtime_ns > 0 and bad_path.read_text() != before
     after = {r["model"]: r for r in rows_of(rdir)}
-    assert after["ViT-micro/7"]["started_at"] >= bad["started_at"]
-    assert after["ViT-micro/8"]["started_at"] == rows["ViT-micro/8"]["started_at"]  # ok: kept
+    assert after["ViT-micro/7"]["status"] == "failed" and after["ViT-micro/7"]["wall_s"] is not None
+    assert {p: p.stat().st_mtime_ns for p in (rdir / "runs").glob("*.json") if p != bad_path} == {
+        p: t for p, t in mtimes.items() if p != bad_path}  # ok rows: kept as they were
 
 
 def test_unknown_names_get_one_clear_error_closest_first(run_cli, capsys):
@@ -88,6 +98,29 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+# Runs the CLI with training paused at step PAUSE_AT (after a checkpoint) until the test has
+# sent its signal: the signal always lands mid-training, however fast the machine.
+PAUSED = """
+import os, sys, time
+from pathlib import Path
+from benchbench import cli, train as train_mod
+
+real, flag = train_mod.train, Path(os.environ["BB_PAUSE_FLAG"])
+
+def train(*a, **k):
+    def hook(step, loss):
+        if step == int(os.environ["BB_PAUSE_AT"]):
+            flag.write_text(str(step))
+            deadline = time.time() + 120
+            while flag.exists() and time.time() < deadline:  # the test deletes it after kill
+                time.sleep(0.01)
+    return real(*a, **k, on_step=hook)
+
+train_mod.train = train
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_killed_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
     long = ["train.epochs=12", "train.checkpoint_every_s=0.2", "data.augment=true"]
     ref = tmp_path / "ref"
@@ -95,16 +128,23 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
     (want,) = rows_of(ref)
 
     rdir = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(rdir, *long), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    ckpt_dir = rdir / "ckpt"
+    flag = tmp_path / "paused"
+    env = {**_env(), "BB_PAUSE_FLAG": str(flag), "BB_PAUSE_AT": "20"}
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED, *_cmd(rdir, *long)[3:]], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not list(ckpt_dir.glob("*/last.pt")) and time.time() < deadline:
-        time.sleep(0.05)
+    while not flag.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert flag.read_text() == "20"  # paused inside training, step 20 of 48
     proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    flag.unlink()  # resume: the loop sees the signal at the next step boundary
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "checkpoint" in err and not (rdir / "runs").exists()  # no row: it can resume
+    assert "SIGTERM at step 21; checkpoint" in err and not (rdir / "runs").exists()  # no row
+    ckpt_dir = rdir / "ckpt"
+    (last,) = ckpt_dir.glob("*/last.pt")
+    assert torch.load(last, weights_only=True)["step"] == 21  # mid-training, resumable
     subprocess.run(_cmd(rdir, *long), check=True, env=_env(), capture_output=True, timeout=300)
     (got,) = rows_of(rdir)
     assert got["resumed"] is True and got["status"] == "ok"
@@ -164,3 +204,34 @@ def test_module_entry_point_sweep_exits_nonzero_for_a_bad_point(tmp_path):
                        env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr[-2000:]
     assert "2 points: 1 failed, 1 ok" in r.stdout
+
+
+def test_peak_memory_columns_of_one_process(run_cli, monkeypatch):
+    """peak_mem_bytes is the larger of the training and inference peaks; with one process
+    peak_mem_sum_bytes (the sum over ranks) is that same value. A CPU measures no memory, so
+    the inference timing reports a known peak here."""
+    from benchbench import measure
+
+    def timed(model, **kw):
+        return {"status": "ok", "infer_img_per_s": 123.0, "infer_img_per_s_spread": 0.0,
+                "peak_mem_infer_bytes": 12345}
+
+    monkeypatch.setattr(measure, "infer_throughput", timed)
+    code, rdir = run_cli("train.steps=2", "measure.throughput=true")
+    (row,) = rows_of(rdir)
+    assert code == 0 and row["infer_img_per_s"] == 123.0
+    assert row["peak_mem_train_bytes"] is None  # not measured on a CPU
+    assert row["peak_mem_bytes"] == row["peak_mem_sum_bytes"] == 12345
+    code, rdir = run_cli("train.steps=2", results=rdir.parent / "plain")
+    (row,) = rows_of(rdir)
+    assert row["peak_mem_bytes"] is None and row["peak_mem_sum_bytes"] is None
+
+
+@pytest.mark.gpu
+def test_peak_memory_columns_on_a_gpu(run_cli):
+    code, rdir = run_cli("train.steps=2", "device=cuda")
+    (row,) = rows_of(rdir)
+    assert code == 0 and row["world_size"] == 1
+    assert row["peak_mem_bytes"] == max(row["peak_mem_train_bytes"],
+                                        row["peak_mem_infer_bytes"] or 0) > 0
+    assert row["peak_mem_sum_bytes"] == row["peak_mem_bytes"]

@@ -170,3 +170,82 @@ def test_sgd_optimizer_and_bad_name():
     assert isinstance(opt, torch.optim.SGD) and math.isclose(opt.param_groups[0]["momentum"], 0.9)
     with pytest.raises(ConfigError, match="adamw, sgd"):
         make_optimizer(net(), tc(optimizer="lamb"), torch.device("cpu"))
+
+
+@pytest.fixture
+def recorded_handlers():
+    """A Python handler (what submitit installs) on each signal SignalCatcher claims, recording
+    each call and whether the checkpoint existed then; restored afterwards. A signal the loop
+    fails to catch reaches this handler at once instead of killing the test process."""
+    calls: list[tuple[int, bool]] = []
+    ckpt: dict[str, object] = {}
+    old = {}
+
+    def handler(signum, frame):
+        path = ckpt.get("path")
+        calls.append((signum, bool(path) and path.exists()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+        old[sig] = signal.signal(sig, handler)
+    try:
+        yield calls, ckpt
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2],
+                         ids=["SIGTERM", "SIGINT", "SIGUSR2"])
+def test_each_signal_stops_at_the_next_step_after_a_checkpoint_then_calls_the_old_handler(
+        tmp_path, recorded_handlers, signum):
+    """README: SIGTERM / SIGINT / SIGUSR2 while training -> checkpoint, exit; the handler
+    installed before ours (submitit requeues on SIGUSR2) runs once, after the checkpoint."""
+    from benchbench.train import Budget
+
+    calls, ckpt = recorded_handlers
+    ckpt["path"] = tmp_path / "last.pt"
+
+    def send_at_4(step, loss):
+        if step == 4:
+            os.kill(os.getpid(), signum)
+
+    with pytest.raises(Interrupted) as e:
+        train(net(), batches, tcfg=tc(), budget=Budget(30, 8), device=torch.device("cpu"),
+              progress=False, ckpt_path=ckpt["path"], identity={}, on_step=send_at_4)
+    assert e.value.signum == signum and e.value.step == 5
+    assert load_checkpoint(ckpt["path"], {})["step"] == 5
+    assert calls == [(signum, True)]  # chained once, with the checkpoint already on disk
+
+
+def test_signal_catcher_restores_the_previous_handlers(recorded_handlers):
+    from benchbench.train import SignalCatcher
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
+    with SignalCatcher() as sig:
+        for s in before:
+            assert signal.getsignal(s) != before[s]  # ours while training
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert sig.signum == signal.SIGUSR2
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert recorded_handlers[0] == []  # caught, not passed on (no chain() was asked for)
+
+
+def test_train_img_per_s_is_images_over_the_timed_window(monkeypatch):
+    """With a clock that ticks once per batch drawn, img/s must equal the batch size exactly
+    (whatever the number of warm-up steps left out), and the wall time the step count."""
+    import time as time_mod
+
+    from benchbench.train import Budget
+
+    drawn = [0]
+
+    def counted(start):
+        for b in batches(start):
+            drawn[0] += 1
+            yield b
+
+    monkeypatch.setattr(time_mod, "perf_counter", lambda: float(drawn[0]))
+    res = train(net(), counted, tcfg=tc(), budget=Budget(40, 8), device=torch.device("cpu"),
+                progress=False)
+    assert res.train_img_per_s == 8.0 and res.train_wall_s == 40.0
+    assert res.samples_seen == 320
