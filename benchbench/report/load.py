@@ -16,6 +16,7 @@ import pandas as pd
 from benchbench import families
 from benchbench.errors import ResultsError
 from benchbench.results import identity_config, load_dataframe
+from benchbench.units import fmt_flops
 
 METRIC_LABEL = {"top1": "top-1", "top5": "top-5", "fewshot_top1": "few-shot top-1"}
 COMPUTE_COLUMNS = ("train_flops", "pretrain_flops")
@@ -339,6 +340,5 @@ def dataset_size_slice(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         n = d.groupby("budget")["train_size"].nunique()
         if n.max() >= 2 and d["budget"].nunique() > 1:
             b = float(n.idxmax())
-            m, e = f"{b:.1e}".split("e")
-            return d[d["budget"] == b], f"at the budget {m}e{int(e)} FLOPs (the one with the most dataset sizes)"
+            return d[d["budget"] == b], f"at the budget {fmt_flops(b)} (the one with the most dataset sizes)"
     return d, ""
