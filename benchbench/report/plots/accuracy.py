@@ -52,6 +52,7 @@ def compute_accuracy(
     fig = figure(7.6, 4.2)
     ax = fig.add_subplot()
     fams = families_in(pts)
+    lines = 0  # frontiers drawn as lines (a one-point frontier is only its marker)
     for f in fams:
         d = pts[pts["family"] == f]
         color, marker, _ = families.style(f)
@@ -59,8 +60,10 @@ def compute_accuracy(
                     color=color, alpha=0.75, label=families.label(f), zorder=3)
         fr = d.iloc[pareto_front(d["compute"], d["acc"])]
         ax.plot(fr["compute"], fr["acc"] * 100, color=color, lw=1.3, zorder=2)
-    if len(fams) > 1:
-        allf = pts.iloc[pareto_front(pts["compute"], pts["acc"])]
+        lines += len(fr) > 1
+    allf = pts.iloc[pareto_front(pts["compute"], pts["acc"])]
+    overall = len(fams) > 1 and len(allf) > 1
+    if overall:
         ax.plot(allf["compute"], allf["acc"] * 100, color="black", lw=0.8, ls="--", zorder=1)
     chance_words = chance_line(ax, chance)
     pad(ax)
@@ -71,9 +74,10 @@ def compute_accuracy(
     if title:
         ax.set_title(title)
     handles, labels = legend_entries(ax)
-    handles.append(Line2D([], [], color="gray", lw=1.3))
-    labels.append("frontier (per family)")
-    if len(fams) > 1:
+    if lines:
+        handles.append(Line2D([], [], color="gray", lw=1.3))
+        labels.append("frontier (per family)")
+    if overall:
         handles.append(Line2D([], [], color="black", lw=0.8, ls="--"))
         labels.append("overall frontier")
     fit_legend(kinds, handles, labels, "power-law fit")
@@ -83,8 +87,8 @@ def compute_accuracy(
                  "untrusted": "faded dotted, no band: a fit that is not trustworthy (see the fits table)"}
     plot.caption = (f"As the paper's Figure 5: {subject(ylabel).lower()} against "
                     f"{xlabel.split(' [')[0].lower()} (log; {flops_note()}), one colour and marker "
-                    f"per family; solid lines: each family's Pareto frontier"
-                    + ("; dashed: overall" if len(fams) > 1 else "")
+                    f"per family" + ("; solid lines: each family's Pareto frontier" if lines else "")
+                    + ("; dashed: overall" if overall else "")
                     + "".join(f"; {fit_words[k]}" for k in ("trusted", "untrusted") if k in kinds)
                     + (f"; {chance_words}" if chance_words else "")
                     + f"; {seed_note(pts)}.")

@@ -24,6 +24,7 @@ from benchbench.report.plots.common import (
 )
 
 # Multiplier ticks people read at a glance; the panel shows those inside its range.
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}  # legends never cover data
 MULT_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 20, 50, 100)
 
 
@@ -37,7 +38,7 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
         plot.skipped = ("fewer than two families" if ec.pairs.empty else
                         "no budget lies inside the compute range of two families")
         return plot
-    fig = figure(6.4, 8.0)
+    fig = figure(8.2, 8.0)
     ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True)
     b = ec.best[np.isfinite(ec.best["acc"].to_numpy(float))]
     for f in families_in(b):
@@ -65,18 +66,18 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
                          color=color, label=f"{families.label(fb)} to match {families.label(fa)}")
     ax2.axhline(0, color="black", lw=0.8)
     ax2.set_ylabel("difference [points]")
-    ax2.legend(loc="best")
+    ax2.legend(**OUTSIDE)
     chance_words = chance_line(ax1, chance)
-    ax1.legend(*legend_entries(ax1), loc="best")
+    ax1.legend(*legend_entries(ax1), **OUTSIDE)
     for ax in (ax1, ax2, ax3):
         pad(ax)
     ax3.axhline(1, color="black", lw=0.8)
     _multiplier_axis(ax3, p)
     ax3.set_ylabel("compute multiplier [x]")
     if ax3.get_legend_handles_labels()[0]:  # the 1x line alone carries no label
-        ax3.legend(loc="best")
+        ax3.legend(**OUTSIDE)
     else:
-        ax3.text(0.5, 0.5, "no budget where one family reaches another's accuracy",
+        ax3.text(0.5, 0.75, "no budget where one family reaches another's accuracy",
                  transform=ax3.transAxes, ha="center", va="center", fontsize=9, color="0.4")
     flops_axis(ax3, "x")
     what = "training" if compute == "train_flops" else "pre-training"
