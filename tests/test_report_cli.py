@@ -193,13 +193,14 @@ def test_broken_file_on_stderr(tmp_path, capsys):
 def test_tables_have_units_and_raw_numbers(full_report):
     root, _ = full_report
     runs = pd.read_csv(root / "report" / "runs.csv")
-    for col in ("GFLOPs/img (2xMAC, incl. attn)", "train compute [PFLOPs]", "top-1 [%]",
+    for col in ("forward [FLOPs/img]", "train compute [FLOPs]", "top-1 [%]",
                 "params [M]", "peak memory [GiB]", "inference [img/s]"):
         assert col in runs.columns
     train = runs[runs["task"] == "train"]
     assert len(train) == 6 * 3 * 10 and train["top-1 [%]"].notna().all()
     assert train["top-1 [%]"].between(1, 100).all()  # percent, not fractions
     assert runs.loc[runs["task"] == "measure", "top-1 [%]"].isna().all()  # not measured there
+    assert runs["train compute [FLOPs]"].min() > 1e12  # raw FLOPs in the CSV, not PFLOPs
     eq = pd.read_csv(root / "report" / "equal_compute.csv")
     vb = eq[(eq["A"] == "ViT") & (eq["B"] == "BiT")]
     assert len(vb) == 5 and (vb["A - B [pts]"].iloc[:3] > 0).all()  # ViT wins at small budgets

@@ -17,13 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchbench.errors import BenchbenchError
+from benchbench.errors import BenchbenchError, ResultsError
 from benchbench.report import plots, tables
 from benchbench.report.compare import EqualCompute, equal_compute
-from benchbench.report.load import Study, aggregate_points, dataset_size_slice, load_study
+from benchbench.report.load import (
+    Study,
+    aggregate_points,
+    dataset_size_slice,
+    load_study,
+    task_counts,
+)
 from benchbench.report.pareto import frontiers
 from benchbench.report.scaling import fit_families, fits_table
 from benchbench.report.summary import findings
+from benchbench.units import FLOPS_NOTE
 
 FIT_BOOT_MAX = 200  # each bootstrap replicate is a least-squares fit; 200 bound the run time
 INLINE_ROWS = 60  # longer tables are linked, not inlined, in report.md
@@ -51,8 +58,7 @@ def build_report(
     command: str | None = None,
 ) -> Report:
     study = load_study(dirs, metric=metric, compute=compute, dataset=dataset)
-    out = Path(out) if out is not None else study.dirs[0] / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out_dir(Path(out) if out is not None else study.dirs[0] / "report")
     rep = Report(out=out, study=study)
     points = aggregate_points(study.train)
     if points.empty:
@@ -61,26 +67,33 @@ def build_report(
     data_points, data_note = dataset_size_slice(points)
     ec: EqualCompute | None = None
     fits_c, fits_d = {}, {}
-    if not points.empty:
-        ec = equal_compute(points, n_boot=n_boot, seed=seed)
+    cpoints = points[points["compute"].notna()] if "compute" in points else points
+    if not cpoints.empty:
+        ec = equal_compute(cpoints, n_boot=n_boot, seed=seed)
         nfit = min(n_boot, FIT_BOOT_MAX)
-        fits_c = fit_families(points, "compute", on="frontier", n_boot=nfit, seed=seed)
+        fits_c = fit_families(cpoints, "compute", on="frontier", n_boot=nfit, seed=seed)
+    if not points.empty:
+        nfit = min(n_boot, FIT_BOOT_MAX)
         if data_points["train_size"].nunique() >= 2:
             fits_d = fit_families(data_points, "train_size", on="envelope", n_boot=nfit, seed=seed)
 
     ylabel = f"{study.metric_label} accuracy [%]" + (f" on {study.dataset}" if study.dataset else "")
     xlabel = ("Total training compute [FLOPs]" if compute == "train_flops"
               else "Total pre-training compute [FLOPs]")
+    chance = study.chance
     rep.plots = [
-        plots.compute_accuracy(points, fits_c, out, formats, xlabel=xlabel, ylabel=ylabel),
-        plots.dataset_size(data_points, fits_d, out, formats, ylabel=ylabel, note=data_note),
+        plots.compute_accuracy(points, fits_c, out, formats, xlabel=xlabel, ylabel=ylabel,
+                               chance=chance),
+        plots.dataset_size(data_points, fits_d, out, formats, ylabel=ylabel, note=data_note,
+                           chance=chance),
         plots.throughput_batch(study.measure, out, formats),
-        plots.patch_size(points, out, formats, ylabel=ylabel),
-        plots.wall_time(points, out, formats, ylabel=ylabel),
-        plots.speed_memory(points, out, formats, ylabel=ylabel),
+        plots.patch_size(points, out, formats, ylabel=ylabel, chance=chance),
+        plots.wall_time(points, out, formats, ylabel=ylabel, chance=chance),
+        plots.speed_memory(points, out, formats, ylabel=ylabel, chance=chance),
     ]
     if ec is not None:
-        rep.plots.append(plots.equal_compute_plot(ec, out, formats, study.metric_label))
+        rep.plots.append(plots.equal_compute_plot(ec, out, formats, study.metric_label,
+                                                  chance=chance, compute=compute))
     else:
         rep.plots.append(plots.Plot("equal_compute", "Equal-compute comparison",
                                     skipped=plots.NO_TRAIN))
@@ -103,10 +116,22 @@ def build_report(
     for name, caption, (raw, disp) in tabs:
         rep.tables[name] = tables.write_table(raw, disp, out, name, caption=caption)
 
-    rep.findings = findings(study, points, ec, fits_c, fits_d, data_points)
+    rep.findings = study.left_out + findings(study, points, ec, fits_c, fits_d, data_points)
     rep.path = out / "report.md"
     rep.path.write_text(_markdown(rep, tabs, command))
     return rep
+
+
+def _out_dir(out: Path) -> Path:
+    """The report folder, created; a path that is a file or cannot be created is a user error."""
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out} is a file, not a folder: name a folder for the report.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ResultsError(f"cannot create the report folder {out} ({e.strerror}): pass a "
+                           f"writable folder with --out.") from None
+    return out
 
 
 def _frontier_frame(points: pd.DataFrame) -> pd.DataFrame:
@@ -121,15 +146,16 @@ def _frontier_frame(points: pd.DataFrame) -> pd.DataFrame:
 def _markdown(rep: Report, tabs, command: str | None) -> str:
     s = rep.study
     ok = s.df[s.df["status"] == "ok"]
-    n_train = int((ok["task"] != "measure").sum())
-    n_meas = int((ok["task"] == "measure").sum())
+    smoke = 0 if s.smoke is None else len(s.smoke)
     L = [f"# benchbench report: {', '.join(s.names)}", ""]
     if command:
         L += [f"Made by `{command}`.", ""]
     L += [f"Results: {', '.join(f'`{d}`' for d in s.dirs)}. "
-          f"Rows: {len(ok)} ok ({n_train} train, {n_meas} measure), {len(s.not_ok)} not ok, "
-          f"{len(s.broken)} broken file(s). Accuracy: {s.metric_label}"
-          + (f" on {s.dataset}" if s.dataset else "") + f"; compute axis: `{s.compute}`.", ""]
+          f"Rows: {len(ok)} ok" + (f" ({task_counts(ok)})" if len(ok) else "")
+          + f", {len(s.not_ok)} not ok, {len(s.broken)} broken file(s)"
+          + (f", {smoke} smoke row(s) left out" if smoke else "") + f". Accuracy: {s.metric_label}"
+          + (f" on {s.dataset}" if s.dataset else "") + f"; compute axis: `{s.compute}`, in "
+          f"{FLOPS_NOTE}.", ""]
     L += ["## Summary", ""] + [f"- {f}" for f in rep.findings] + [""]
     if s.notes:
         L += ["## Notes", ""] + [f"- {n}" for n in s.notes] + [""]
@@ -228,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            seed=args.seed, command=shlex.join(["benchbench-report", *argv]))
     except BenchbenchError as e:
         print(f"benchbench-report: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. the report folder is read-only or the disk is full
+        print(f"benchbench-report: error: cannot write the report: {e.strerror or e} "
+              f"({e.filename or args.out}): pass a writable folder with --out.", file=sys.stderr)
         return 2
     for _, why in rep.study.broken:
         print(f"benchbench-report: skipped broken row file {why}", file=sys.stderr)

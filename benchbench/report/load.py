@@ -16,9 +16,22 @@ import pandas as pd
 from benchbench import families
 from benchbench.errors import ResultsError
 from benchbench.results import identity_config, load_dataframe
+from benchbench.units import fmt_flops
 
 METRIC_LABEL = {"top1": "top-1", "top5": "top-5", "fewshot_top1": "few-shot top-1"}
 COMPUTE_COLUMNS = ("train_flops", "pretrain_flops")
+METRIC_HINT = {
+    "top1": "no run finished its evaluation; check the failed rows.",
+    "top5": "top-5 is only recorded for datasets with more than 5 classes; use --metric top1.",
+    "fewshot_top1": "few-shot accuracy is measured by runs with eval.fewshot=true (or by "
+                    "task=probe); run the study with eval.fewshot=true, or drop --metric "
+                    "fewshot_top1.",
+}
+COMPUTE_HINT = {
+    "pretrain_flops": "only transfer rows (task=transfer) record their pre-training compute; "
+                      "drop --compute pretrain_flops (the default axis is train_flops).",
+}
+TASK_ORDER = ("train", "transfer", "probe", "measure")
 
 # Columns that identify a point when a row has no config dict (older or hand-made rows).
 POINT_COLUMNS = (
@@ -60,6 +73,61 @@ def _config_get(cfg: Any, *keys: str) -> Any:
     return cfg
 
 
+def drop_duplicates(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run_id (a row is one run, never an extra seed): the same run found in two
+    results dirs counts once; where the copies differ, the one started last is kept."""
+    ids = df["run_id"]
+    dup = ids.notna() & ids.duplicated(keep=False)
+    if not dup.any():
+        return df, []
+    started = pd.to_datetime(df["started_at"], errors="coerce", utc=True)
+    order = df.assign(_t=started).sort_values("_t", kind="stable", na_position="first")
+    keep = order[~(order["run_id"].notna() & order["run_id"].duplicated(keep="last"))]
+    n_extra = int(dup.sum() - df.loc[dup, "run_id"].nunique())
+    notes = [f"{n_extra} duplicate row(s) (same run_id) counted once: a run found in more than "
+             f"one results dir is one run, never another seed."]
+    differ = []
+    for rid, g in df[dup].groupby("run_id", sort=True):
+        blobs = {json.dumps(r, sort_keys=True, default=str)
+                 for r in g.drop(columns="results_dir", errors="ignore").to_dict("records")}
+        if len(blobs) > 1:
+            kept = keep.loc[keep["run_id"] == rid].iloc[0]
+            differ.append(f"`{rid}` (kept the copy started {kept['started_at']} in "
+                          f"{kept.get('results_dir', '?')})")
+    if differ:
+        notes.append(f"{len(differ)} of them differ between copies; the one started last is "
+                     f"kept: " + ", ".join(differ[:5]) + (", ..." if len(differ) > 5 else "") + ".")
+    return keep.drop(columns="_t").sort_index(), notes
+
+
+def is_smoke(df: pd.DataFrame) -> pd.Series:
+    """Rows of debug=smoke (config.max_steps set) or found under a results/smoke folder."""
+    capped = df["config"].map(lambda c: _config_get(c, "max_steps") is not None)
+    where = df.get("results_dir", pd.Series("", index=df.index)).fillna("")
+    return capped | where.map(lambda d: "smoke" in Path(d).parts)
+
+
+def split_smoke(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(rows, smoke rows, note). A smoke row ran 2 steps to test the pipeline: it is never a
+    result. When every row is a smoke row they are kept, and the note says what they are."""
+    smoke = is_smoke(df)
+    if not smoke.any():
+        return df, df.iloc[:0], []
+    if smoke.all():
+        return df, df.iloc[:0], [f"Every row here ({len(df)}) is a smoke row (debug=smoke, a few "
+                                 f"steps each): it checks the pipeline; its numbers are not results."]
+    n = int(smoke.sum())
+    return df[~smoke], df[smoke], [f"{n} smoke row(s) (debug=smoke: config.max_steps set, or "
+                                   f"under results/smoke) left out: a smoke row is not a result."]
+
+
+def task_counts(df: pd.DataFrame) -> str:
+    """'2 train, 1 transfer, 1 probe' (tasks in the registry's order, zero counts left out)."""
+    c = df["task"].fillna("train").value_counts()
+    order = [t for t in TASK_ORDER if t in c] + sorted(t for t in c.index if t not in TASK_ORDER)
+    return ", ".join(f"{int(c[t])} {t}" for t in order) or "none"
+
+
 def _number(v: Any) -> float:
     try:
         f = float(v)
@@ -93,10 +161,20 @@ class Study:
     dataset: str | None
     names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # rows not counted, and why (the summary)
+    smoke: pd.DataFrame | None = None  # smoke rows (debug=smoke) left out of the report
 
     @property
     def metric_label(self) -> str:
         return METRIC_LABEL.get(self.metric, self.metric)
+
+    @property
+    def chance(self) -> float | None:
+        """Chance accuracy of the compared rows: 1/num_classes (top-5: 5/num_classes)."""
+        nc = self.train["num_classes"].dropna().unique() if len(self.train) else []
+        if len(nc) != 1 or nc[0] < 2:
+            return None
+        return min(1.0, (5 if self.metric == "top5" else 1) / float(nc[0]))
 
 
 def load_study(
@@ -119,11 +197,18 @@ def load_study(
         raise ResultsError(
             f"unknown compute column '{compute}'. Valid: {', '.join(COMPUTE_COLUMNS)}."
         )
-    df, broken = load_dataframe(dirs)
+    frames, broken = [], []
+    for d in dirs:
+        f, b = load_dataframe(d)
+        frames.append(f.assign(results_dir=str(d)))
+        broken += b
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if df.empty and not broken:
         where = ", ".join(str(d / "runs") for d in dirs)
         raise ResultsError(f"no result rows (*.json) under {where}: run a study first.")
-    df = df.reset_index(drop=True)
+    df, left_out = drop_duplicates(df.reset_index(drop=True))
+    df, smoke, smoke_note = split_smoke(df)
+    left_out += smoke_note
     notes: list[str] = []
 
     task_cfg = df["config"].map(lambda c: _config_get(c, "task", "name"))
@@ -142,12 +227,21 @@ def load_study(
         metric = "fewshot_top1"
         notes.append("No row has top-1; accuracy is the few-shot top-1 (fewshot_top1).")
     no_metric = train[metric].isna()
+    if len(train) and no_metric.all():
+        raise ResultsError(f"no ok row has {metric}: {METRIC_HINT[metric]}")
     if no_metric.any():
         notes.append(f"{int(no_metric.sum())} ok train row(s) have no {metric}; left out.")
     train = train[~no_metric]
 
     if compute != "train_flops":
         notes.append(f"The compute axis is `{compute}` (not train_flops).")
+        no_compute = train[compute].isna()
+        if len(train) and no_compute.all():
+            raise ResultsError(f"no ok row has {compute}: {COMPUTE_HINT[compute]}")
+        if no_compute.any():
+            notes.append(f"{int(no_compute.sum())} ok row(s) have no {compute} (they are not "
+                         f"transfer rows); left out of the plots.")
+        train = train[~no_compute]
     counts = train["dataset"].fillna("?").value_counts()
     if dataset is None and len(counts):
         dataset = sorted(counts.index, key=lambda k: (-counts[k], k))[0]
@@ -176,6 +270,7 @@ def load_study(
         dirs=dirs, df=df, broken=list(broken), train=train.reset_index(drop=True),
         measure=measure.reset_index(drop=True), not_ok=not_ok.reset_index(drop=True),
         metric=metric, compute=compute, dataset=dataset, names=names, notes=notes,
+        left_out=left_out, smoke=smoke,
     )
 
 
@@ -245,6 +340,5 @@ def dataset_size_slice(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         n = d.groupby("budget")["train_size"].nunique()
         if n.max() >= 2 and d["budget"].nunique() > 1:
             b = float(n.idxmax())
-            m, e = f"{b:.1e}".split("e")
-            return d[d["budget"] == b], f"at the budget {m}e{int(e)} FLOPs (the one with the most dataset sizes)"
+            return d[d["budget"] == b], f"at the budget {fmt_flops(b)} (the one with the most dataset sizes)"
     return d, ""

@@ -10,7 +10,7 @@ from benchbench.report.compare import EqualCompute
 from benchbench.report.load import Study
 from benchbench.report.pareto import owner_segments
 from benchbench.report.scaling import PowerLawFit
-from benchbench.report.tables import fmt_sci
+from benchbench.units import fmt_flops
 
 TIE_PTS = 0.05  # differences below this many points are reported as a tie
 
@@ -52,14 +52,14 @@ def equal_compute_findings(ec: EqualCompute, level: float = 0.95) -> list[str]:
             if len(flip):
                 i = flip[0]
                 out.append(f"The {A} - {B} difference changes sign between "
-                           f"{fmt_sci(both['budget'].iloc[i])} and "
-                           f"{fmt_sci(both['budget'].iloc[i + 1])} FLOPs.")
+                           f"{fmt_flops(both['budget'].iloc[i])} and "
+                           f"{fmt_flops(both['budget'].iloc[i + 1])}.")
         m = d[np.isfinite(d["multiplier"].to_numpy(float)) & (d["multiplier"] > 0)]
         if len(m):
             gm = float(np.exp(np.log(m["multiplier"]).mean()))
             span = (f"{m['multiplier'].min():.2g}-{m['multiplier'].max():.2g} over "
-                    f"{fmt_sci(m['budget'].min())}-{fmt_sci(m['budget'].max())} FLOPs"
-                    if len(m) > 1 else f"at {fmt_sci(m['budget'].iloc[0])} FLOPs")
+                    f"{fmt_flops(m['budget'].min())} to {fmt_flops(m['budget'].max())}"
+                    if len(m) > 1 else f"at {fmt_flops(m['budget'].iloc[0])}")
             ratio = f"{B}'s compute / {A}'s: geometric mean {gm:.2g}, {span}"
             if 1 / 1.1 < gm < 1.1:
                 out.append(f"{B} needs about as much compute as {A} to reach {A}'s accuracy "
@@ -75,7 +75,7 @@ def equal_compute_findings(ec: EqualCompute, level: float = 0.95) -> list[str]:
 
 
 def _diff_sentence(r: pd.Series, A: str, B: str, level: float) -> str:
-    at = f"At {fmt_sci(r['budget'])} FLOPs"
+    at = f"At {fmt_flops(r['budget'])}"
     sign = 1.0 if r["diff"] >= 0 else -1.0  # the interval is quoted for winner - loser
     lo, hi = sorted((sign * r["diff_lo"] * 100, sign * r["diff_hi"] * 100))
     if np.isfinite(lo) and np.isfinite(hi):
@@ -98,12 +98,12 @@ def leader_findings(ec: EqualCompute) -> list[str]:
         return []
     lead = b.loc[b.groupby("budget")["acc"].idxmax()].sort_values("budget")
     segs = owner_segments(lead, "budget")
-    parts = [f"{family_label(g)} " + (f"at {fmt_sci(a)}" if a == b_ else f"from {fmt_sci(a)} to {fmt_sci(b_)}")
+    parts = [f"{family_label(g)} " + (f"at {fmt_flops(a)}" if a == b_ else f"from {fmt_flops(a)} to {fmt_flops(b_)}")
              for g, a, b_ in segs]
     if len(segs) == 1:
         return [f"{family_label(segs[0][0])} has the best accuracy at every budget it shares "
                 f"with another family."]
-    return ["Best family by budget (FLOPs): " + ", then ".join(parts) + "."]
+    return ["Best family by budget: " + ", then ".join(parts) + "."]
 
 
 def fit_findings(fits: dict[str, PowerLawFit], what: str, unit: str) -> list[str]:

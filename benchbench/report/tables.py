@@ -13,11 +13,12 @@ import pandas as pd
 from benchbench.families import label as family_label
 from benchbench.report.compare import EqualCompute
 from benchbench.report.load import METRIC_LABEL, Study
+from benchbench.units import fmt_flops
 
 NA = "–"
 GIB = 2**30
-COL_GFLOPS = "GFLOPs/img (2xMAC, incl. attn)"
-COL_PFLOPS = "train compute [PFLOPs]"
+COL_GFLOPS = "forward [FLOPs/img]"  # FLOPs = 2 x MACs, attention included (units.FLOPS_NOTE)
+COL_PFLOPS = "train compute [FLOPs]"
 COL_PARAMS = "params [M]"
 COL_IMG_S = "inference [img/s]"
 COL_MEM = "peak memory [GiB]"
@@ -38,6 +39,10 @@ def _fmt(v, spec: str) -> str:
         return NA
     if spec == "sci":
         return fmt_sci(float(v))
+    if spec == "flops":
+        return fmt_flops(float(v))
+    if spec == "flops/img":
+        return fmt_flops(float(v), per="img")
     if spec == "int":
         return f"{int(round(float(v))):d}"
     if spec == "str":
@@ -79,8 +84,8 @@ def runs_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         "seed": df["seed"],
         "image size [px]": df["image_size"],
         COL_PARAMS: df["params"] / 1e6,
-        COL_GFLOPS: df["flops_per_image"] / 1e9,
-        COL_PFLOPS: df["train_flops"] / 1e15,
+        COL_GFLOPS: df["flops_per_image"],
+        COL_PFLOPS: df["train_flops"],
         COL_IMG_S: df["infer_img_per_s"],
         COL_MEM: df["peak_mem_bytes"] / GIB,
         "max batch [images]": df["max_batch_size"],
@@ -93,7 +98,7 @@ def runs_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         raw = raw.drop(columns="study")
     raw = _drop_empty(raw, keep=("run_id", "model")).reset_index(drop=True)
     specs = {"train size [images]": "int", "seed": "int", "image size [px]": "int",
-             COL_PARAMS: "g3", COL_GFLOPS: "g3", COL_PFLOPS: "g3", COL_IMG_S: "g3",
+             COL_PARAMS: "g3", COL_GFLOPS: "flops/img", COL_PFLOPS: "flops", COL_IMG_S: "g3",
              COL_MEM: "g3", "max batch [images]": "int", "top-1 [%]": ".1f",
              "top-5 [%]": ".1f", "few-shot top-1 [%]": ".1f", "wall [h]": "g2"}
     return raw, _display(raw, specs)
@@ -115,7 +120,7 @@ def frontier_table(front: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.D
         "model": front["model"],
         "family": front["family"].map(family_label),
         "train size [images]": front["train_size"],
-        COL_PFLOPS: front["compute"] / 1e15,
+        COL_PFLOPS: front["compute"],
         COL_IMG_S: front["infer_img_per_s"],
         COL_MEM: front["peak_mem_bytes"] / GIB,
         mcol: front["acc"] * 100,
@@ -123,7 +128,7 @@ def frontier_table(front: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.D
         "seeds": front["n_seeds"],
     }).reset_index(drop=True)
     raw = _drop_empty(raw, keep=("axis", "model", mcol))
-    specs = {"train size [images]": "int", COL_PFLOPS: "g3", COL_IMG_S: "g3", COL_MEM: "g3",
+    specs = {"train size [images]": "int", COL_PFLOPS: "flops", COL_IMG_S: "g3", COL_MEM: "g3",
              mcol: ".1f", "s.d. [pts]": ".2f", "seeds": "int"}
     return raw, _display(raw, specs)
 
@@ -146,7 +151,7 @@ def equal_compute_table(ec: EqualCompute, metric: str) -> tuple[pd.DataFrame, pd
         "min seeds A": p["min_seeds_a"],
         "min seeds B": p["min_seeds_b"],
     }).reset_index(drop=True)
-    disp = _display(raw, {"budget [FLOPs]": "sci", f"A {m} [%]": ".1f", f"B {m} [%]": ".1f",
+    disp = _display(raw, {"budget [FLOPs]": "flops", f"A {m} [%]": ".1f", f"B {m} [%]": ".1f",
                           "A - B [pts]": "+.1f", "B compute to match A [x]": "g3",
                           "min seeds A": "int", "min seeds B": "int"})
     disp["A - B 95% CI [pts]"] = [_interval(lo, hi, "+.1f") for lo, hi in

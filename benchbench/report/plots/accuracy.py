@@ -14,11 +14,19 @@ from benchbench.report.pareto import pareto_front
 from benchbench.report.plots.common import (
     NO_TRAIN,
     Plot,
+    chance_last,
+    chance_line,
+    count_axis,
     draw_fit,
     figure,
+    fit_legend,
+    flops_axis,
+    flops_note,
+    legend_entries,
     log2_ticks,
     model_colors,
     models_in,
+    pad,
     save,
     seed_note,
     subject,
@@ -30,10 +38,10 @@ from benchbench.report.scaling import PowerLawFit
 def compute_accuracy(
     points: pd.DataFrame, fits: dict[str, PowerLawFit], out: Path, formats: Sequence[str],
     xlabel: str = "Total training compute [FLOPs]", ylabel: str = "top-1 accuracy [%]",
-    title: str = "",
+    title: str = "", chance: float | None = None,
 ) -> Plot:
     """Figure 5: accuracy against training compute, frontier per family and overall."""
-    plot = Plot("compute_vs_accuracy", "Accuracy vs training compute (Figure 5)")
+    plot = Plot("compute_vs_accuracy", "Accuracy vs training compute")
     if points.empty:
         plot.skipped = NO_TRAIN
         return plot
@@ -43,42 +51,57 @@ def compute_accuracy(
         return plot
     fig = figure(7.6, 4.2)
     ax = fig.add_subplot()
-    any_fit = False
-    for f in families_in(pts):
+    fams = families_in(pts)
+    lines = 0  # frontiers drawn as lines (a one-point frontier is only its marker)
+    for f in fams:
         d = pts[pts["family"] == f]
         color, marker, _ = families.style(f)
         ax.errorbar(d["compute"], d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt=marker,
                     color=color, alpha=0.75, label=families.label(f), zorder=3)
         fr = d.iloc[pareto_front(d["compute"], d["acc"])]
         ax.plot(fr["compute"], fr["acc"] * 100, color=color, lw=1.3, zorder=2)
-        any_fit |= draw_fit(ax, fits.get(f), color)
+        lines += len(fr) > 1
     allf = pts.iloc[pareto_front(pts["compute"], pts["acc"])]
-    ax.plot(allf["compute"], allf["acc"] * 100, color="black", lw=0.8, ls="--", zorder=1)
-    ax.set_xscale("log")
+    overall = len(fams) > 1 and len(allf) > 1
+    if overall:
+        ax.plot(allf["compute"], allf["acc"] * 100, color="black", lw=0.8, ls="--", zorder=1)
+    chance_words = chance_line(ax, chance)
+    pad(ax)
+    flops_axis(ax, "x")
+    kinds = {draw_fit(ax, fits.get(f), families.style(f)[0]) for f in fams}
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or plot.title)
-    handles, labels = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color="gray", lw=1.3), Line2D([], [], color="black", lw=0.8, ls="--")]
-    labels += ["frontier (per family)", "overall frontier"]
-    if any_fit:
-        handles.append(Line2D([], [], color="gray", ls=":", lw=1.5))
-        labels.append("fit E = a(C+d)^-b + c\nwith 95% band")
-    fig.legend(handles, labels, loc="outside right upper")
+    if title:
+        ax.set_title(title)
+    handles, labels = legend_entries(ax)
+    if lines:
+        handles.append(Line2D([], [], color="gray", lw=1.3))
+        labels.append("frontier (per family)")
+    if overall:
+        handles.append(Line2D([], [], color="black", lw=0.8, ls="--"))
+        labels.append("overall frontier")
+    fit_legend(kinds, handles, labels, "power-law fit")
+    fig.legend(*chance_last(handles, labels), loc="outside right upper")
     plot.files = save(fig, out, plot.name, formats)
-    plot.caption = (f"{subject(ylabel)} against total training compute (log), one colour "
-                    f"and marker per family; solid lines: each family's Pareto frontier, dashed: "
-                    f"overall; dotted: saturating power-law fit (faded: not trustworthy); "
-                    f"{seed_note(pts)}.")
+    fit_words = {"trusted": "dotted: saturating power-law fit with its 95% band",
+                 "untrusted": "faded dotted, no band: a fit that is not trustworthy (see the fits table)"}
+    plot.caption = (f"As the paper's Figure 5: {subject(ylabel).lower()} against "
+                    f"{xlabel.split(' [')[0].lower()} (log; {flops_note()}), one colour and marker "
+                    f"per family" + ("; solid lines: each family's Pareto frontier" if lines else "")
+                    + ("; dashed: overall" if overall else "")
+                    + "".join(f"; {fit_words[k]}" for k in ("trusted", "untrusted") if k in kinds)
+                    + (f"; {chance_words}" if chance_words else "")
+                    + f"; {seed_note(pts)}.")
     return plot
 
 
 def dataset_size(
     points: pd.DataFrame, fits: dict[str, PowerLawFit], out: Path, formats: Sequence[str],
     ylabel: str = "top-1 accuracy [%]", title: str = "", note: str = "",
+    chance: float | None = None,
 ) -> Plot:
     """Figures 3/4: accuracy against training-set size, one line per model."""
-    plot = Plot("dataset_size_vs_accuracy", "Accuracy vs training-set size (Figures 3/4)")
+    plot = Plot("dataset_size_vs_accuracy", "Accuracy vs training-set size")
     if points.empty:
         plot.skipped = NO_TRAIN
         return plot
@@ -98,28 +121,39 @@ def dataset_size(
         f = d["family"].iloc[0]
         ax.errorbar(d["train_size"], d["acc"] * 100, yerr=yerr(d["acc_std"]),
                     fmt=families.style(f)[1] + "-", color=colors[m], lw=1.2, label=m)
-    handles, labels = ax.get_legend_handles_labels()
+    chance_words = chance_line(ax, chance)
+    pad(ax)
+    count_axis(ax, best["train_size"])
+    kinds = set()
+    handles, labels = legend_entries(ax)
     for f in families_in(best):
-        if draw_fit(ax, fits.get(f), families.style(f)[0]):
-            handles.append(Line2D([], [], color=families.style(f)[0], ls=":", lw=1.5))
-            labels.append(f"{families.label(f)} fit (best model)")
-    ax.set_xscale("log")
+        k = draw_fit(ax, fits.get(f), families.style(f)[0])
+        kinds.add(k)
+        if k:
+            handles.append(Line2D([], [], color=families.style(f)[0], ls=":", lw=1.5,
+                                  alpha=1.0 if k == "trusted" else 0.45))
+            labels.append(f"{families.label(f)} fit (best model)"
+                          + ("" if k == "trusted" else ", not trustworthy"))
     ax.set_xlabel("Training-set size [images]")
     ax.set_ylabel(ylabel)
-    ax.set_title(title or plot.title)
-    fig.legend(handles, labels, loc="outside right upper")
+    if title:
+        ax.set_title(title)
+    fig.legend(*chance_last(handles, labels), loc="outside right upper")
     plot.files = save(fig, out, plot.name, formats)
-    plot.caption = (f"{subject(ylabel)} against training-set size, one line per model "
-                    f"{note + ', ' if note else ''}best over the other settings at each size; dotted: power-law "
-                    f"fit of each family's best model per size; {seed_note(best)}.")
+    fit_words = ("; dotted: power-law fit of each family's best model per size"
+                 + (" (faded, no band: not trustworthy)" if "untrusted" in kinds else "")
+                 if kinds - {None} else "")
+    plot.caption = (f"As the paper's Figures 3/4: {subject(ylabel).lower()} against "
+                    f"training-set size (log), one line per model "
+                    f"{note + ', ' if note else ''}best over the other settings at each size"
+                    f"{fit_words}" + (f"; {chance_words}" if chance_words else "")
+                    + f"; {seed_note(best)}.")
     return plot
 
 
-
-
 def patch_size(points: pd.DataFrame, out: Path, formats: Sequence[str],
-               ylabel: str = "top-1 accuracy [%]") -> Plot:
-    """ViT patch size against accuracy and forward GFLOPs per image."""
+               ylabel: str = "top-1 accuracy [%]", chance: float | None = None) -> Plot:
+    """ViT patch size against accuracy and forward FLOPs per image."""
     plot = Plot("patch_size", "ViT patch size vs accuracy and compute")
     if points.empty:
         plot.skipped = NO_TRAIN
@@ -143,18 +177,21 @@ def patch_size(points: pd.DataFrame, out: Path, formats: Sequence[str],
         d = best[best["base"] == base].sort_values("patch_size")
         ax1.errorbar(d["patch_size"], d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt="o-",
                      color=colors[base], label=base)
-        ax2.plot(d["patch_size"], d["flops_per_image"] / 1e9, "o-", color=colors[base], label=base)
+        ax2.plot(d["patch_size"], d["flops_per_image"], "o-", color=colors[base], label=base)
+    chance_words = chance_line(ax1, chance)
     for ax in (ax1, ax2):
+        pad(ax)
         log2_ticks(ax, best["patch_size"].astype(int))
         ax.set_xlabel("Patch size [px]")
     ax1.set_ylabel(ylabel)
-    ax2.set_yscale("log")
-    ax2.set_ylabel("Forward GFLOPs/img (2xMAC, incl. attn)")
-    ax1.legend(loc="best")
+    flops_axis(ax2, "y")
+    ax2.set_ylabel("Forward compute [FLOPs/img]")
+    ax1.legend(*legend_entries(ax1), loc="best")
     px = f" at {int(img)} px" if np.isfinite(img) else ""
-    fig.suptitle(plot.title + px)
+    plot.title += px
     plot.files = save(fig, out, plot.name, formats)
     plot.caption = (f"ViT patch size against accuracy (left; best over the other settings) and "
-                    f"forward GFLOPs per image (right){px}, one line per ViT size; "
-                    f"{seed_note(best)}.")
+                    f"forward compute per image (right; {flops_note()}){px}, one line per ViT "
+                    f"size" + (f"; {chance_words}" if chance_words else "")
+                    + f"; {seed_note(best)}.")
     return plot

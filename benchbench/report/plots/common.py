@@ -15,6 +15,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import (
     FixedLocator,
     FuncFormatter,
@@ -27,6 +28,7 @@ from matplotlib.ticker import (
 from benchbench import families
 from benchbench.report.load import families_in
 from benchbench.report.scaling import PowerLawFit
+from benchbench.units import FLOPS_NOTE, fmt_count
 
 STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5,
@@ -38,6 +40,8 @@ STYLE = {
 PAIR_COLORS = ("tab:purple", "tab:brown", "tab:cyan", "tab:olive", "tab:pink", "tab:gray")
 DEFAULT_FORMATS = ("png", "pdf")
 NO_TRAIN = "no ok train rows with an accuracy"
+MARGINS = (0.06, 0.1)  # room round the data so end markers are never cut by the axes
+CHANCE_REACH = 0.4  # draw the chance line when it lies within 40% of the data's span below it
 
 
 @dataclass
@@ -86,13 +90,24 @@ def save(fig: Figure, out: Path, name: str, formats: Sequence[str]) -> list[Path
     return paths
 
 
-def merged_legend(fig: Figure, axes) -> None:
-    """One legend right of all panels, each label once."""
+def legend_entries(*axes) -> tuple[list, list]:
+    """Handles and labels of the axes, each label once, the chance line last."""
     handles: dict[str, object] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper")
+    return chance_last(list(handles.values()), list(handles))
+
+
+def chance_last(handles: list, labels: list) -> tuple[list, list]:
+    """The chance line's entry moved to the end (stable: the others keep their order)."""
+    order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("chance"))
+    return [handles[i] for i in order], [labels[i] for i in order]
+
+
+def merged_legend(fig: Figure, axes) -> None:
+    """One legend right of all panels, each label once."""
+    fig.legend(*legend_entries(*axes), loc="outside right upper")
 
 
 def yerr(std: pd.Series) -> np.ndarray:
@@ -114,7 +129,8 @@ def plain_log(ax, which: str = "x") -> None:
     lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
     if lo <= 0 or hi / lo > 1e3 or lo < 1e-3 or hi > 1e5:
         return
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    subs = (1.0, 2.0, 5.0) if hi / lo >= 30 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -134,13 +150,78 @@ def seed_note(points: pd.DataFrame) -> str:
     return f"points are the mean of {seeds} seeds with ±1 standard deviation as error bars"
 
 
-def draw_fit(ax, fit: PowerLawFit | None, color: str, to_y=lambda e: 100 * (1 - e)) -> bool:
+def draw_fit(ax, fit: PowerLawFit | None, color: str, to_y=lambda e: 100 * (1 - e)) -> str | None:
+    """Draw a fit: a trustworthy one with its 95% band (kept inside the data's y-range), an
+    untrustworthy one as a thin faded line with no band. Returns 'trusted', 'untrusted' or None."""
     if fit is None or not fit.fitted:
-        return False
+        return None
     xs = np.geomspace(fit.x_range[0], fit.x_range[1], 100)
+    if not fit.trustworthy:
+        ax.plot(xs, to_y(fit.predict(xs)), color=color, ls=":", lw=1.0, alpha=0.45)
+        return "untrusted"
     lo, hi = np.clip(fit.band(xs), 0.0, 1.0)  # an error rate: a band past 0..100% means nothing
     if np.isfinite(lo).all():
+        ylim = ax.get_ylim()
         ax.fill_between(xs, to_y(hi), to_y(lo), color=color, alpha=0.12, lw=0)
-    ax.plot(xs, to_y(fit.predict(xs)), color=color, ls=":", lw=1.5,
-            alpha=1.0 if fit.trustworthy else 0.5)
-    return True
+        ax.set_ylim(ylim)  # the band never rescales the plot
+    ax.plot(xs, to_y(fit.predict(xs)), color=color, ls=":", lw=1.5)
+    return "trusted"
+
+
+def fit_legend(kinds: set[str | None], handles: list, labels: list, what: str = "fit") -> None:
+    """Legend entries for the kinds of fit that were drawn, and only those."""
+    if "trusted" in kinds:
+        handles.append(Line2D([], [], color="gray", ls=":", lw=1.5))
+        labels.append(f"{what}\nwith 95% band")
+    if "untrusted" in kinds:
+        handles.append(Line2D([], [], color="gray", ls=":", lw=1.0, alpha=0.45))
+        labels.append(f"{what}\n(not trustworthy: no band)")
+
+
+def chance_line(ax, chance: float | None) -> str:
+    """A dash-dot line at chance accuracy (in %) when it lies near the data; returns the
+    caption's words for it ('' when there is no chance level)."""
+    if chance is None or not np.isfinite(chance):
+        return ""
+    y = 100 * chance
+    lo, hi = ax.dataLim.y0, ax.dataLim.y1
+    if not np.isfinite(lo) or y < lo - CHANCE_REACH * max(hi - lo, 1.0):
+        return f"chance ({y:.3g}%) lies below the plotted range"
+    ax.axhline(y, color="0.45", ls="-.", lw=0.9, zorder=0, label=f"chance ({y:.3g}%)")
+    return f"dash-dot: chance ({y:.3g}%, 1/classes)"
+
+
+def pad(ax) -> None:
+    """Margins round the data, and markers drawn over the axes edge rather than cut by it."""
+    ax.margins(*MARGINS)
+    for artist in ax.lines:
+        artist.set_clip_on(False)
+
+
+def flops_axis(ax, which: str = "x") -> None:
+    """A log axis in FLOPs (the label says so) with SI-prefixed ticks ('50G', '1T'); finer
+    ticks when the range spans under two decades, so there are always a few labels."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
+    if lo > 0 and hi / lo < 100:
+        subs = (1.0, 2.0, 5.0) if hi / lo >= 10 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))  # '50G' under [FLOPs]
+    axis.set_minor_formatter(NullFormatter())
+
+
+def count_axis(ax, values: Sequence[float], which: str = "x") -> None:
+    """A log axis of counts (images) ticked at the values used, labelled 1k, 2.5k, 6k."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    vals = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
+    if 0 < len(vals) <= 8:
+        axis.set_major_locator(FixedLocator(vals))
+        axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: fmt_count(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def flops_note() -> str:
+    return FLOPS_NOTE

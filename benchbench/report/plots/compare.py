@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
 from benchbench import families
 from benchbench.report.compare import EqualCompute
@@ -13,14 +14,23 @@ from benchbench.report.load import families_in
 from benchbench.report.plots.common import (
     PAIR_COLORS,
     Plot,
+    chance_line,
     figure,
-    plain_log,
+    flops_axis,
+    flops_note,
+    legend_entries,
+    pad,
     save,
 )
 
+# Multiplier ticks people read at a glance; the panel shows those inside its range.
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}  # legends never cover data
+MULT_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 20, 50, 100)
+
 
 def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
-                       metric_label: str = "top-1") -> Plot:
+                       metric_label: str = "top-1", chance: float | None = None,
+                       compute: str = "train_flops") -> Plot:
     """Best accuracy per family at each budget, pairwise differences and compute multipliers."""
     plot = Plot("equal_compute", "Equal-compute comparison")
     p = ec.pairs[np.isfinite(ec.pairs["diff"].to_numpy(float))]
@@ -28,7 +38,7 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
         plot.skipped = ("fewer than two families" if ec.pairs.empty else
                         "no budget lies inside the compute range of two families")
         return plot
-    fig = figure(6.4, 8.0)
+    fig = figure(8.2, 8.0)
     ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True)
     b = ec.best[np.isfinite(ec.best["acc"].to_numpy(float))]
     for f in families_in(b):
@@ -41,7 +51,6 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
         ax1.errorbar(d["budget"], d["acc"] * 100, yerr=err, fmt=marker + "-", color=color,
                      label=families.label(f))
     ax1.set_ylabel(f"best {metric_label} at budget [%]")
-    ax1.legend(loc="lower right")
     pairs = list(dict.fromkeys(zip(p["family_a"], p["family_b"])))
     for k, (fa, fb) in enumerate(pairs):
         d = p[(p["family_a"] == fa) & (p["family_b"] == fb)]
@@ -57,25 +66,44 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
                          color=color, label=f"{families.label(fb)} to match {families.label(fa)}")
     ax2.axhline(0, color="black", lw=0.8)
     ax2.set_ylabel("difference [points]")
-    ax2.legend(loc="best")
+    ax2.legend(**OUTSIDE)
+    chance_words = chance_line(ax1, chance)
+    ax1.legend(*legend_entries(ax1), **OUTSIDE)
+    for ax in (ax1, ax2, ax3):
+        pad(ax)
     ax3.axhline(1, color="black", lw=0.8)
-    ax3.set_yscale("log")
-    plain_log(ax3, "y")
+    _multiplier_axis(ax3, p)
     ax3.set_ylabel("compute multiplier [x]")
     if ax3.get_legend_handles_labels()[0]:  # the 1x line alone carries no label
-        ax3.legend(loc="best")
+        ax3.legend(**OUTSIDE)
     else:
-        ax3.text(0.5, 0.5, "no budget where one family reaches another's accuracy",
+        ax3.text(0.5, 0.75, "no budget where one family reaches another's accuracy",
                  transform=ax3.transAxes, ha="center", va="center", fontsize=9, color="0.4")
-    ax3.set_xscale("log")
-    ax3.set_xlabel("Training compute budget [FLOPs]")
-    ci = "95% bootstrap CI over seeds" if ec.bootstrapped else "one seed per point: no CI"
-    fig.suptitle(f"{plot.title} ({ci})")
+    flops_axis(ax3, "x")
+    what = "training" if compute == "train_flops" else "pre-training"
+    ax3.set_xlabel(f"{what[:1].upper() + what[1:]} compute budget [FLOPs]")
+    ci = "95% bootstrap CI over seeds" if ec.bootstrapped else "one seed per point, so no CI"
     plot.files = save(fig, out, plot.name, formats)
-    plot.caption = (f"Top: each family's best {metric_label} at each budget (interpolated on its "
-                    f"frontier in log-compute, not extrapolated); middle: pairwise difference; "
-                    f"bottom: how many times the budget family B needs to match family A; {ci}.")
+    plot.caption = (f"Top: each family's best {metric_label} at each {what} budget (interpolated "
+                    f"on its frontier in log-compute, not extrapolated)"
+                    + (f"; {chance_words}" if chance_words else "")
+                    + "; middle: pairwise difference; bottom: how many times the budget family B "
+                    f"needs to match family A; {ci}; {flops_note()}.")
     return plot
+
+
+def _multiplier_axis(ax, p: pd.DataFrame) -> None:
+    """Log scale padded round the multipliers and 1x, ticked at MULT_TICKS in range."""
+    vals = np.concatenate([p[c].to_numpy(float) for c in ("multiplier", "mult_lo", "mult_hi")])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    lo, hi = min([1.0, *vals]), max([1.0, *vals])
+    ax.set_yscale("log")
+    ax.set_ylim(lo / 1.25, hi * 1.25)
+    ticks = [t for t in MULT_TICKS if lo / 1.25 <= t <= hi * 1.25]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _err(v: pd.Series, lo: pd.Series, hi: pd.Series, scale: float):

@@ -12,11 +12,14 @@ from benchbench.report.pareto import pareto_front
 from benchbench.report.plots.common import (
     NO_TRAIN,
     Plot,
+    chance_line,
     figure,
+    legend_entries,
     log2_ticks,
     merged_legend,
     model_colors,
     models_in,
+    pad,
     plain_log,
     save,
     seed_note,
@@ -26,7 +29,7 @@ from benchbench.report.plots.common import (
 
 def throughput_batch(measure: pd.DataFrame, out: Path, formats: Sequence[str]) -> Plot:
     """Figure 12: peak inference throughput and largest batch against input size."""
-    plot = Plot("throughput_vs_input_size", "Throughput and largest batch vs input size (Figure 12)")
+    plot = Plot("throughput_vs_input_size", "Throughput and largest batch vs input size")
     m = measure[measure["image_size"].notna()]
     panels = [(c, lab) for c, lab in (("infer_img_per_s", "Peak inference throughput [img/s]"),
                                       ("max_batch_size", "Largest batch that fits [images]"))
@@ -49,6 +52,7 @@ def throughput_batch(measure: pd.DataFrame, out: Path, formats: Sequence[str]) -
                 continue
             f = d["family"].iloc[0]
             ax.plot(d["image_size"], d[col], families.style(f)[1] + "-", color=colors[mod], label=mod)
+        pad(ax)
         log2_ticks(ax, agg["image_size"].astype(int))
         ax.set_yscale("log")
         ax.set_xlabel("Input size [px]")
@@ -56,27 +60,32 @@ def throughput_batch(measure: pd.DataFrame, out: Path, formats: Sequence[str]) -
     merged_legend(fig, axes)
     devices = sorted({str(d) for d in m["device"].dropna()}) or ["unknown device"]
     prec = sorted({str(p) for p in m["precision"].dropna()})
-    fig.suptitle(f"{plot.title}\n{', '.join(devices)}" + (f", {', '.join(prec)}" if prec else ""))
     plot.files = save(fig, out, plot.name, formats)
-    plot.caption = ("Inference throughput (best over batch sizes as measured) and the largest batch "
-                    "that fits, against input size, one line per model (median over repeated "
-                    f"measure rows); device: {', '.join(devices)}.")
+    plot.caption = ("As the paper's Figure 12: inference throughput (best over batch sizes as "
+                    "measured) and the largest batch that fits, against input size, one line per "
+                    f"model (median over repeated measure rows); device: {', '.join(devices)}"
+                    + (f", {', '.join(prec)}" if prec else "") + ".")
     return plot
 
 
 
 
-def _hours_label(rows: pd.DataFrame) -> tuple[str, str]:
+def _hours_label(rows: pd.DataFrame) -> tuple[str, str, float]:
+    """(axis label, devices, scale from hours): hours, or minutes/seconds for short runs."""
     devs = sorted({str(d) for d in rows["device"].dropna()})
     gpu = bool(devs) and all(not d.lower().startswith("cpu") for d in devs)
-    unit = "GPU-hours" if gpu else "device-hours"
-    return f"Training cost [{unit}] (wall time x devices)", ", ".join(devs) or "unknown device"
+    top = float(rows["device_hours"].max())
+    unit, scale = next(((u, k) for u, k in (("hours", 1.0), ("minutes", 60.0))
+                        if top * k >= 1.0), ("seconds", 3600.0))
+    kind = "GPU" if gpu else "device"
+    return (f"Training cost [{kind}-{unit}] (wall time x devices)", ", ".join(devs) or
+            "unknown device", scale)
 
 
 def wall_time(points: pd.DataFrame, out: Path, formats: Sequence[str],
-              ylabel: str = "top-1 accuracy [%]") -> Plot:
+              ylabel: str = "top-1 accuracy [%]", chance: float | None = None) -> Plot:
     """Accuracy against wall time x devices, frontier per family."""
-    plot = Plot("time_vs_accuracy", "Accuracy vs training cost in device-hours")
+    plot = Plot("time_vs_accuracy", "Accuracy vs training cost in device time")
     if points.empty:
         plot.skipped = NO_TRAIN
         return plot
@@ -84,7 +93,8 @@ def wall_time(points: pd.DataFrame, out: Path, formats: Sequence[str],
     if pts.empty:
         plot.skipped = "no ok train row records its wall time"
         return plot
-    xlabel, devs = _hours_label(pts)
+    xlabel, devs, scale = _hours_label(pts)
+    pts = pts.assign(device_hours=pts["device_hours"] * scale)
     fig = figure()
     ax = fig.add_subplot()
     for f in families_in(pts):
@@ -94,20 +104,22 @@ def wall_time(points: pd.DataFrame, out: Path, formats: Sequence[str],
                     color=color, alpha=0.75, label=families.label(f))
         fr = d.iloc[pareto_front(d["device_hours"], d["acc"])]
         ax.plot(fr["device_hours"], fr["acc"] * 100, color=color, lw=1.3)
+    chance_words = chance_line(ax, chance)
+    pad(ax)
     ax.set_xscale("log")
     plain_log(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{plot.title}\n{devs}")
-    ax.legend(loc="lower right")
+    fig.legend(*legend_entries(ax), loc="outside right upper")
     plot.files = save(fig, out, plot.name, formats)
     plot.caption = (f"Accuracy against the run's wall time x number of devices ({devs}); lines: "
-                    f"each family's frontier; {seed_note(pts)}.")
+                    f"each family's frontier" + (f"; {chance_words}" if chance_words else "")
+                    + f"; {seed_note(pts)}.")
     return plot
 
 
 def speed_memory(points: pd.DataFrame, out: Path, formats: Sequence[str],
-                 ylabel: str = "top-1 accuracy [%]") -> Plot:
+                 ylabel: str = "top-1 accuracy [%]", chance: float | None = None) -> Plot:
     """Pareto fronts of accuracy against inference throughput and peak memory."""
     plot = Plot("speed_memory_vs_accuracy", "Accuracy vs inference throughput and peak memory")
     if points.empty:
@@ -135,17 +147,18 @@ def speed_memory(points: pd.DataFrame, out: Path, formats: Sequence[str],
                         color=color, alpha=0.75, label=families.label(f))
             fr = d.iloc[pareto_front(d[col], d["acc"], minimize_x=mini)]
             ax.plot(fr[col] * scale, fr["acc"] * 100, color=color, lw=1.3)
+        chance_words = chance_line(ax, chance)
+        pad(ax)
         ax.set_xscale("log")
         plain_log(ax)
         ax.set_xlabel(lab + (" (higher is better)" if not mini else " (lower is better)"))
         ax.set_ylabel(ylabel)
     merged_legend(fig, axes)
-    fig.suptitle(plot.title)
     plot.files = save(fig, out, plot.name, formats)
     filled = bool(points.get("speed_from_measure", pd.Series(dtype=bool)).any())
     plot.caption = ("Accuracy against inference throughput and peak memory, lines: each "
                     "family's Pareto frontier"
                     + ("; throughput/memory of trained models taken from measure rows of the same "
                        "model and input size where the train row has none" if filled else "")
-                    + ".")
+                    + (f"; {chance_words}" if chance_words else "") + ".")
     return plot
