@@ -54,12 +54,12 @@ def test_frontiers_per_group_and_overall():
     assert owner_segments(overall, "compute") == [("bit", 1, 1), ("vit", 10, 10)]
 
 
-def test_best_at_interpolates_in_log_compute_and_never_extrapolates():
+def test_best_at_interpolates_in_log_compute_flat_past_the_last_run_never_below():
     x = [1e12, 1e13, 1e14, 1e15]
     y = [0.5, 0.6, 0.7, 0.65]  # the largest run is worse: not on the frontier
     got = best_at(x, y, [1e11, 1e12, 10**12.5, 1e14, 5e14, 1e15, 1e16])
-    assert np.isnan(got[0]) and np.isnan(got[-1])
-    np.testing.assert_allclose(got[1:-1], [0.5, 0.55, 0.7, 0.7, 0.7])
+    assert np.isnan(got[0])  # below the smallest run: nothing reached, not extrapolated
+    np.testing.assert_allclose(got[1:], [0.5, 0.55, 0.7, 0.7, 0.7, 0.7])
     # a budget a few % outside the range (whole steps) still counts as reached
     assert best_at(x, y, 0.97e12)[0] == pytest.approx(0.5)
     assert np.isnan(compute_to_reach(x, y, 0.75)[0]) and np.isnan(compute_to_reach(x, y, 0.4)[0])
@@ -97,9 +97,11 @@ def test_equal_compute_recovers_2x_multiplier_with_seeds():
     assert gm == pytest.approx(2.0, rel=0.1)
     np.testing.assert_allclose(vb["diff"].iloc[1:], 0.1 * np.log10(2), atol=0.01)
     assert (vb["diff_lo"].iloc[1:] <= vb["diff"].iloc[1:]).all()
-    # outside bit's range? both start at 1e12; a budget below both is NaN, not extrapolated
+    # both start at 1e12; a budget below both is NaN, not extrapolated; past both last runs
+    # both are held flat (and marked so)
     ec2 = equal_compute(pts, budgets=[1e11, 1e16], n_boot=0)
-    assert ec2.pairs["diff"].isna().all() and not ec2.bootstrapped
+    assert np.isnan(ec2.pairs["diff"].iloc[0]) and not ec2.bootstrapped
+    assert ec2.pairs["a_beyond"].iloc[1] and ec2.pairs["b_beyond"].iloc[1]
 
 
 def test_bootstrap_interval_covers_the_truth():
@@ -154,9 +156,9 @@ def test_power_law_says_when_not_to_trust_it():
 
 
 def test_seeds_of_one_config_become_one_point():
-    base = {"model": {"name": "vit_micro"}, "train": {"lr": 1e-3}}
+    base = {"model": {"name": "vit_micro"}, "train": {"epochs": 1}}
     rows = [dict(config={**base, "seed": s}, acc=0.5 + s / 100, seed=s) for s in range(3)]
-    rows.append(dict(config={**base, "train": {"lr": 3e-3}, "seed": 0}, acc=0.6, seed=0))
+    rows.append(dict(config={**base, "train": {"epochs": 3}, "seed": 0}, acc=0.6, seed=0))
     df = pd.DataFrame(rows)
     df["point"] = [point_key(r) for r in df.to_dict("records")]
     pts = aggregate_points(df)
