@@ -239,8 +239,12 @@ def test_compute_multiplier_sentence_says_more_less_or_about_the_same():
 
     more = " ".join(equal_compute_findings(_pairs([2.0, 4.0])))
     assert "BiT needs 2.8x more compute than ViT to reach ViT's accuracy" in more
-    assert "geometric mean 2.8, 2-4 over 1.0e10-1.0e11 FLOPs" in more
-    less = " ".join(equal_compute_findings(_pairs([0.5])))
-    assert "BiT needs 2x less compute than ViT" in less and "at 1.0e10 FLOPs" in less
+    assert "geometric mean 2.8 over the 2 budgets where both frontiers give it, 2-4 over " \
+        "1.0e10-1.0e11 FLOPs" in more
+    less = " ".join(equal_compute_findings(_pairs([0.5, 0.5])))
+    assert "BiT needs 2x less compute than ViT" in less
+    one = " ".join(equal_compute_findings(_pairs([0.5])))  # one budget: no headline, said so
+    assert "Only at 1.0e10 FLOPs can the compute multiplier be read" in one
+    assert "BiT needs 0.5x ViT's compute" in one
     same = " ".join(equal_compute_findings(_pairs([1.05, 0.98])))
     assert "BiT needs about as much compute as ViT" in same and "x less" not in same

@@ -68,7 +68,7 @@ def _pairs(ec: EqualCompute) -> pd.DataFrame:
     """ec.pairs with the judgement columns filled where a hand-built EqualCompute lacks them."""
     p = ec.pairs.copy()
     defaults = {"se_test": np.nan, "called": False, "a_beyond": False, "b_beyond": False,
-                "mult_bound": np.nan}
+                "mult_bound": np.nan, "mult_lo": np.nan, "mult_hi": np.nan}
     for c, v in defaults.items():
         if c not in p:
             p[c] = v
