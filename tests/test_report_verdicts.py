@@ -206,11 +206,13 @@ def test_summary_says_which_accuracy_selection_used(tmp_path):
 
     common = dict(study="s", status="ok", family="vit", model="ViT-B/16", task="train",
                   image_size=32, train_flops=1e12, dataset="d")
-    write_row(dict(common, run_id="a", top1=0.8, seed=0), tmp_path)
+    for i in range(2):
+        write_row(dict(common, run_id=f"a{i}", top1=0.8, seed=0, train_size=10**(3 + i)), tmp_path)
+        write_row(dict(common, run_id=f"a{i}", top1=0.8, val_top1=0.82, seed=0,
+                       train_size=10**(3 + i)), tmp_path / "v")
     study = load_study(tmp_path)
     (line,) = selection_findings(study, aggregate_points(study.train))
     assert "No row has a validation accuracy" in line and "made on test accuracy" in line
-    write_row(dict(common, run_id="a", top1=0.8, val_top1=0.82, seed=0), tmp_path / "v")
     study = load_study(tmp_path / "v")
     (line,) = selection_findings(study, aggregate_points(study.train))
     assert "made on validation accuracy (val_top1)" in line

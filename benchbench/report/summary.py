@@ -22,9 +22,9 @@ def _pts(v: float) -> str:
 
 def selection_findings(study: Study, points: pd.DataFrame) -> list[str]:
     """Which accuracy every selection was made on (validation or test), and the lr sweep."""
-    if points.empty:
-        return []
     swept = int((points.get("n_swept", pd.Series(1)) > 1).sum())
+    if points.empty or (len(points) < 2 and not swept):
+        return []  # nothing was chosen
     what = "frontiers, best model per dataset size" + (", learning rate" if swept else "")
     if (points.get("selected_on", pd.Series("test")) == "validation").all():
         out = [f"Every selection ({what}) was made on validation accuracy (val_top1); the "
