@@ -39,6 +39,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "pretrain_run_id", "pretrain_dataset", "pretrain_train_size", "pretrain_flops",
     "finetune_flops", "fewshot", "peak_mem_sum_bytes", "eval_samples", "retry_of",
     "train_flops_budget",
+    "val_top1", "peak_flops_source",  # read by the report (selection, MFU's source)
 )
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
 

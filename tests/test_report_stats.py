@@ -82,12 +82,12 @@ def test_owner_segments_merge_consecutive_runs_of_one_group():
     assert owner_segments(front.iloc[:0], "compute") == []
 
 
-def test_best_at_interpolates_in_log_compute_and_never_extrapolates():
+def test_best_at_interpolates_in_log_compute_flat_past_the_last_run_never_below():
     x = [1e12, 1e13, 1e14, 1e15]
     y = [0.5, 0.6, 0.7, 0.65]  # the largest run is worse: not on the frontier
     got = best_at(x, y, [1e11, 1e12, 10**12.5, 1e14, 5e14, 1e15, 1e16])
-    assert np.isnan(got[0]) and np.isnan(got[-1])
-    np.testing.assert_allclose(got[1:-1], [0.5, 0.55, 0.7, 0.7, 0.7])
+    assert np.isnan(got[0])  # below the smallest run: nothing reached, not extrapolated
+    np.testing.assert_allclose(got[1:], [0.5, 0.55, 0.7, 0.7, 0.7, 0.7])
     # a budget a few % outside the range (whole steps) still counts as reached
     assert best_at(x, y, 0.97e12)[0] == pytest.approx(0.5)
     assert np.isnan(compute_to_reach(x, y, 0.75)[0]) and np.isnan(compute_to_reach(x, y, 0.4)[0])
@@ -100,14 +100,16 @@ def test_best_at_edges_found_by_mutants():
     # points with an infinite x or a NaN accuracy neither join the frontier nor widen the range
     got = best_at([1.0, 2.0, np.inf, 10.0], [0.5, 0.6, 0.9, np.nan], [2 ** 0.5, 5.0, 1e9])
     np.testing.assert_allclose(got[0], 0.55)
-    assert np.isnan(got[1]) and np.isnan(got[2])
+    # flat past the last finite run (0.6): the 0.9 at x=inf never joins the frontier
+    np.testing.assert_allclose(got[1:], [0.6, 0.6])
 
 
 def test_seed_spread_and_bootstrap_without_spread():
     s, dof = seed_spread([(0.5, 0.7), (0.1, 0.3), (0.4,)])  # two seeds: one dof each
     assert dof == 2 and s == pytest.approx(np.sqrt((0.02 + 0.02) / 2))
-    reps = bootstrap_means([(0.5,), (0.6,)], 10, np.random.default_rng(0))  # no spread: fixed
-    assert reps.shape == (10, 2) and (reps == [0.5, 0.6]).all()
+    # no spread anywhere: no interval (NaN replicates), never a zero-width one
+    reps = bootstrap_means([(0.5,), (0.6,)], 10, np.random.default_rng(0))
+    assert reps.shape == (10, 2) and np.isnan(reps).all()
 
 
 def test_budget_grid_of_many_clusters_is_8_log_spaced_over_the_whole_range():
@@ -122,10 +124,12 @@ def test_equal_compute_frames_and_symmetric_intervals():
     pts = _points({"vit": (c, 0.5 + 0.05 * np.log10(c / 1e12)),
                    "bit": (c, 0.45 + 0.05 * np.log10(c / 1e12))}, seeds=3, sigma=0.01, rng=rng)
     ec = equal_compute(pts, budgets=c, n_boot=2000)
-    assert list(ec.best.columns) == ["budget", "family", "acc", "acc_lo", "acc_hi", "min_seeds"]
+    assert list(ec.best.columns) == ["budget", "family", "acc", "acc_lo", "acc_hi", "min_seeds",
+                                     "beyond", "n_test"]
     assert list(ec.pairs.columns) == [
         "budget", "family_a", "family_b", "acc_a", "acc_b", "diff", "diff_lo", "diff_hi",
-        "multiplier", "mult_lo", "mult_hi", "min_seeds_a", "min_seeds_b"]
+        "se_test", "called", "a_beyond", "b_beyond", "multiplier", "mult_kind", "mult_bound",
+        "mult_lo", "mult_hi", "min_seeds_a", "min_seeds_b"]
     assert ec.pairs["budget"].tolist() == list(c) and set(ec.best["family"]) == {"vit", "bit"}
     assert ec.pairs["family_b"].tolist() == ["bit"] * 4
     assert ec.pairs["mult_hi"].notna().any()
@@ -166,9 +170,11 @@ def test_equal_compute_recovers_2x_multiplier_with_seeds():
     assert gm == pytest.approx(2.0, rel=0.1)
     np.testing.assert_allclose(vb["diff"].iloc[1:], 0.1 * np.log10(2), atol=0.01)
     assert (vb["diff_lo"].iloc[1:] <= vb["diff"].iloc[1:]).all()
-    # outside bit's range? both start at 1e12; a budget below both is NaN, not extrapolated
+    # both start at 1e12; a budget below both is NaN, not extrapolated; past both last runs
+    # both are held flat (and marked so)
     ec2 = equal_compute(pts, budgets=[1e11, 1e16], n_boot=0)
-    assert ec2.pairs["diff"].isna().all() and not ec2.bootstrapped
+    assert np.isnan(ec2.pairs["diff"].iloc[0]) and not ec2.bootstrapped
+    assert ec2.pairs["a_beyond"].iloc[1] and ec2.pairs["b_beyond"].iloc[1]
 
 
 def test_bootstrap_interval_covers_the_truth():
@@ -223,9 +229,9 @@ def test_power_law_says_when_not_to_trust_it():
 
 
 def test_seeds_of_one_config_become_one_point():
-    base = {"model": {"name": "vit_micro"}, "train": {"lr": 1e-3}}
+    base = {"model": {"name": "vit_micro"}, "train": {"epochs": 1}}
     rows = [dict(config={**base, "seed": s}, acc=0.5 + s / 100, seed=s) for s in range(3)]
-    rows.append(dict(config={**base, "train": {"lr": 3e-3}, "seed": 0}, acc=0.6, seed=0))
+    rows.append(dict(config={**base, "train": {"epochs": 3}, "seed": 0}, acc=0.6, seed=0))
     df = pd.DataFrame(rows)
     df["point"] = [point_key(r) for r in df.to_dict("records")]
     pts = aggregate_points(df)
@@ -306,8 +312,12 @@ def test_compute_multiplier_sentence_says_more_less_or_about_the_same():
 
     more = " ".join(equal_compute_findings(_pairs([2.0, 4.0])))
     assert "BiT needs 2.8x more compute than ViT to reach ViT's accuracy" in more
-    assert "geometric mean 2.8, 2-4 over 10 GFLOPs to 100 GFLOPs" in more
-    less = " ".join(equal_compute_findings(_pairs([0.5])))
-    assert "BiT needs 2x less compute than ViT" in less and "at 10 GFLOPs" in less
+    assert "geometric mean 2.8 over the 2 budgets where both frontiers give it, 2-4 over " \
+        "10 GFLOPs to 100 GFLOPs" in more
+    less = " ".join(equal_compute_findings(_pairs([0.5, 0.5])))
+    assert "BiT needs 2x less compute than ViT" in less
+    one = " ".join(equal_compute_findings(_pairs([0.5])))  # one budget: no headline, said so
+    assert "Only at 10 GFLOPs can the compute multiplier be read" in one
+    assert "BiT needs 0.5x ViT's compute" in one
     same = " ".join(equal_compute_findings(_pairs([1.05, 0.98])))
     assert "BiT needs about as much compute as ViT" in same and "x less" not in same

@@ -278,39 +278,78 @@ SPEED_COLUMNS = ("infer_img_per_s", "peak_mem_bytes", "max_batch_size")
 
 
 def fill_speed_from_measure(train: pd.DataFrame, measure: pd.DataFrame) -> pd.DataFrame:
-    """Train rows without a speed/memory measurement take the median of the measure rows of
-    the same model and input size (how Figure 12 pairs with Figure 5); marked in
-    `speed_from_measure`."""
+    """Speed and memory of a train row come from the `task=measure` rows of the same model
+    and input size when there are any (median over them: one measurement per architecture,
+    not one per training run, whose speed varies with the machine's load); else the train
+    row keeps its own. `speed_from_measure` says which."""
     train = train.copy()
     train["speed_from_measure"] = False
     if measure.empty or train.empty:
         return train
     med = measure.groupby(["model", "image_size"])[list(SPEED_COLUMNS)].median()
+    keys = list(zip(train["model"], train["image_size"]))
+    has = np.array([k in med.index for k in keys], dtype=bool)
     for c in SPEED_COLUMNS:
-        missing = train[c].isna()
-        if not missing.any():
-            continue
-        keys = zip(train.loc[missing, "model"], train.loc[missing, "image_size"])
-        vals = np.array([med[c].get(k, np.nan) if k in med.index else np.nan for k in keys])
-        train.loc[missing, c] = vals
-        filled = missing.copy()
-        filled[missing] = ~np.isnan(vals)
-        train["speed_from_measure"] = train["speed_from_measure"] | filled
+        vals = np.array([med.at[k, c] if h else np.nan for k, h in zip(keys, has)], dtype=float)
+        train[c] = np.where(has, vals, pd.to_numeric(train[c], errors="coerce"))
+    train["speed_from_measure"] = has
     return train
 
 
+SWEPT = ("train.lr",)  # axes the report maximises over (by validation accuracy when it can)
+
+
+def _drop_path(cfg: Mapping[str, Any], path: str) -> dict[str, Any]:
+    head, _, rest = path.partition(".")
+    out = dict(cfg)
+    if not rest:
+        out.pop(head, None)
+    elif isinstance(out.get(head), Mapping):
+        out[head] = _drop_path(out[head], rest)
+    return out
+
+
+def setting_key(row: Mapping[str, Any], swept: Sequence[str] = SWEPT) -> str | None:
+    """Rows with the same key differ only in the seed and the `swept` config paths (e.g. a
+    learning-rate sweep). None for a row without a config dict (its own setting)."""
+    cfg = row.get("config")
+    if not (isinstance(cfg, Mapping) and cfg) or not swept:
+        return None
+    blob: Any = _strip_seed(identity_config(cfg))
+    for path in swept:
+        blob = _drop_path(blob, path)
+    return json.dumps(blob, sort_keys=True, default=str)
+
+
+def selection_column(rows: pd.DataFrame, select: str | None = "val_top1") -> str | None:
+    """The column every selection uses: `select` (validation accuracy) when every row has
+    it, else None (select on the reported metric itself, i.e. on test)."""
+    if select and select in rows and len(rows) and rows[select].notna().all():
+        return select
+    return None
+
+
 def aggregate_points(
-    rows: pd.DataFrame, value: str = "acc", by: Iterable[str] = ("point",)
+    rows: pd.DataFrame, value: str = "acc", by: Iterable[str] = ("point",),
+    select: str | None = "val_top1", swept: Sequence[str] = SWEPT,
 ) -> pd.DataFrame:
     """One row per point: descriptive columns of the first seed, medians of the numeric
-    measurement columns, and `value` as mean, s.d. (ddof=1), n and the raw values."""
+    measurement columns, and `value` as mean, s.d. (ddof=1), n and the raw values.
+
+    `sel` is what every selection maximises: the seed mean of `select` (validation
+    accuracy) when every row has one, else of `value` (then `selected_on` is "test").
+    Points that differ only in a `swept` config path (the learning rate) become one: the
+    one with the best `sel`; `n_swept` counts the settings it was chosen from.
+    """
     by = list(by)
+    extra = [f"{value}_std", "n_seeds", f"{value}_values", "sel", "sel_values", "selected_on",
+             "n_swept", "n_test"]
     if rows.empty:
-        cols = list(rows.columns) + [f"{value}_std", "n_seeds", f"{value}_values"]
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=list(rows.columns) + extra)
     rows = rows[rows[value].notna()]
+    sel_col = selection_column(rows, select)
     out = []
-    for _, g in rows.groupby(by, sort=False, dropna=False):
+    for key, g in rows.groupby(by, sort=False, dropna=False):
         first = g.iloc[0].to_dict()
         for c in ("compute", "train_flops", "infer_img_per_s", "peak_mem_bytes",
                   "max_batch_size", "device_hours", "wall_s", "flops_per_image", "params"):
@@ -321,9 +360,21 @@ def aggregate_points(
         first[f"{value}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
         first["n_seeds"] = len(vals)
         first[f"{value}_values"] = tuple(vals)
-        first["seeds"] = tuple(g["seed"].tolist())
+        first["seeds"] = tuple(g["seed"].tolist()) if "seed" in g else ()
+        svals = g[sel_col or value].to_numpy(dtype=float)
+        first["sel"] = float(svals.mean())
+        first["sel_values"] = tuple(svals)
+        first["selected_on"] = "validation" if sel_col else "test"
+        n = pd.to_numeric(g["eval_samples"], errors="coerce") if "eval_samples" in g else None
+        first["n_test"] = float(n.min()) if n is not None and n.notna().any() else np.nan
+        first["_setting"] = setting_key(first, swept) or json.dumps(key, default=str)
         out.append(first)
-    return pd.DataFrame(out).reset_index(drop=True)
+    pts = pd.DataFrame(out)
+    best = pts.groupby("_setting", sort=False)["sel"].idxmax()
+    n_swept = pts.groupby("_setting", sort=False)["sel"].size()
+    pts = pts.loc[best.to_numpy()].copy()
+    pts["n_swept"] = n_swept.loc[pts["_setting"]].to_numpy()
+    return pts.drop(columns="_setting").reset_index(drop=True)
 
 
 def model_base(model: str) -> str:

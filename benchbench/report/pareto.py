@@ -42,17 +42,21 @@ def pareto_mask(
 
 
 def frontiers(
-    points: pd.DataFrame, x: str, y: str = "acc", by: str = "family", minimize_x: bool = True
+    points: pd.DataFrame, x: str, y: str = "acc", by: str = "family", minimize_x: bool = True,
+    select: str = "sel",
 ) -> pd.DataFrame:
     """Frontier rows of `points` per `by` group and overall (`frontier_of` = group or 'all'),
-    each sorted by x."""
+    each sorted by x. Chosen on the `select` column (validation accuracy) when every point
+    has it, else on y."""
+    if select not in points or points[select].isna().any():
+        select = y
     parts = []
     groups = [(g, d) for g, d in points.groupby(by, sort=False)] + [("all", points)]
     for name, d in groups:
         d = d[d[x].notna() & d[y].notna()]
         if d.empty:
             continue
-        sel = d.iloc[pareto_front(d[x], d[y], minimize_x=minimize_x)].copy()
+        sel = d.iloc[pareto_front(d[x], d[select], minimize_x=minimize_x)].copy()
         sel.insert(0, "frontier_of", name)
         parts.append(sel)
     if not parts:

@@ -245,21 +245,28 @@ def _bootstrap(
     return np.array(out).reshape(-1, N_PARAMS)
 
 
+def _sel(points: pd.DataFrame) -> str:
+    """What selection maximises: `sel` (validation accuracy, from aggregate_points) when the
+    points carry it, else the test accuracy itself."""
+    return "sel" if "sel" in points and points["sel"].notna().all() else "acc"
+
+
 def frontier_points(points: pd.DataFrame, x: str) -> pd.DataFrame:
-    """The frontier of (x, acc) per family: what a compute scaling law describes."""
+    """The frontier of (x, accuracy) per family, chosen on validation accuracy when there is
+    one: what a compute scaling law describes."""
     parts = []
     for _, d in points[points[x].notna()].groupby("family", sort=False):
-        parts.append(d.iloc[pareto_front(d[x], d["acc"])])
+        parts.append(d.iloc[pareto_front(d[x], d[_sel(d)])])
     return pd.concat(parts) if parts else points.iloc[:0]
 
 
 def envelope_points(points: pd.DataFrame, x: str) -> pd.DataFrame:
-    """Per family and x, the point with the best mean accuracy (e.g. best model per
-    dataset size, as in Figures 3/4)."""
+    """Per family and x, the point with the best mean accuracy, on validation when there is
+    one (e.g. best model per dataset size, as in Figures 3/4)."""
     d = points[points[x].notna()]
     if d.empty:
         return d
-    idx = d.groupby(["family", x], sort=False)["acc"].idxmax()
+    idx = d.groupby(["family", x], sort=False)[_sel(d)].idxmax()
     return d.loc[idx.to_numpy()]
 
 

@@ -93,6 +93,8 @@ def runs_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         "top-5 [%]": df["top5"] * 100,
         "few-shot top-1 [%]": df["fewshot_top1"] * 100,
         "wall [h]": df["wall_s"] / 3600,
+        "MFU [%]": pd.to_numeric(df.get("mfu"), errors="coerce") * 100,
+        "peak FLOP/s source": df.get("peak_flops_source"),
     })
     if raw["study"].nunique() <= 1:
         raw = raw.drop(columns="study")
@@ -100,7 +102,7 @@ def runs_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     specs = {"train size [images]": "int", "seed": "int", "image size [px]": "int",
              COL_PARAMS: "g3", COL_GFLOPS: "flops/img", COL_PFLOPS: "flops", COL_IMG_S: "g3",
              COL_MEM: "g3", "max batch [images]": "int", "top-1 [%]": ".1f",
-             "top-5 [%]": ".1f", "few-shot top-1 [%]": ".1f", "wall [h]": "g2"}
+             "top-5 [%]": ".1f", "few-shot top-1 [%]": ".1f", "wall [h]": "g2", "MFU [%]": "g3"}
     return raw, _display(raw, specs)
 
 
@@ -145,11 +147,14 @@ def equal_compute_table(ec: EqualCompute, metric: str) -> tuple[pd.DataFrame, pd
         "A - B [pts]": p["diff"] * 100,
         "A - B CI low [pts]": p["diff_lo"] * 100,
         "A - B CI high [pts]": p["diff_hi"] * 100,
-        "B compute to match A [x]": p["multiplier"],
+        "B compute to match A [x]": p["multiplier"].where(p["multiplier"].notna(),
+                                                          p.get("mult_bound")),
+        "multiplier kind": p.get("mult_kind"),
         "multiplier CI low [x]": p["mult_lo"],
         "multiplier CI high [x]": p["mult_hi"],
         "min seeds A": p["min_seeds_a"],
         "min seeds B": p["min_seeds_b"],
+        **_crossover_columns(ec, p),
     }).reset_index(drop=True)
     disp = _display(raw, {"budget [FLOPs]": "flops", f"A {m} [%]": ".1f", f"B {m} [%]": ".1f",
                           "A - B [pts]": "+.1f", "B compute to match A [x]": "g3",
@@ -158,10 +163,29 @@ def equal_compute_table(ec: EqualCompute, metric: str) -> tuple[pd.DataFrame, pd
                                   zip(raw["A - B CI low [pts]"], raw["A - B CI high [pts]"])]
     disp["multiplier 95% CI [x]"] = [_interval(lo, hi, "g3") for lo, hi in
                                      zip(raw["multiplier CI low [x]"], raw["multiplier CI high [x]"])]
+    kind = raw["multiplier kind"].fillna("") if "multiplier kind" in raw else ""
+    bound = {"<=": "≤ ", ">=": "≥ "}
+    disp["B compute to match A [x]"] = [bound.get(k, "") + v if v != NA else v for k, v in
+                                        zip(kind if len(kind) else [""] * len(disp),
+                                            disp["B compute to match A [x]"])]
+    disp["A-B sign change [FLOPs]"] = [_fmt(v, "sci") for v in raw["A-B sign change [FLOPs]"]]
+    disp["sign change 95% CI [FLOPs]"] = [_interval(lo, hi, "sci") for lo, hi in zip(
+        raw["sign change CI low [FLOPs]"], raw["sign change CI high [FLOPs]"])]
     order = ["budget [FLOPs]", "A", "B", f"A {m} [%]", f"B {m} [%]", "A - B [pts]",
              "A - B 95% CI [pts]", "B compute to match A [x]", "multiplier 95% CI [x]",
-             "min seeds A", "min seeds B"]
+             "min seeds A", "min seeds B", "A-B sign change [FLOPs]", "sign change 95% CI [FLOPs]"]
     return raw, disp[order]
+
+
+def _crossover_columns(ec: EqualCompute, p: pd.DataFrame) -> dict[str, list[float]]:
+    """Per pair, where A - B first changes sign (compare.equal_compute), on each of its rows."""
+    c = ec.crossovers
+    cols = {"A-B sign change [FLOPs]": "crossover", "sign change CI low [FLOPs]": "cross_lo",
+            "sign change CI high [FLOPs]": "cross_hi"}
+    idx = c.set_index(["family_a", "family_b"]) if not c.empty else None
+    return {name: [float(idx.at[(a, b), col]) if idx is not None and (a, b) in idx.index
+                   else np.nan for a, b in zip(p["family_a"], p["family_b"])]
+            for name, col in cols.items()}
 
 
 def _interval(lo, hi, spec: str) -> str:
