@@ -163,7 +163,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     lr = resolve_lr(tcfg, row.get("model"))
     row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=lr, augment=augment)
     sel = selection(tcfg, val, ds.num_classes, eval_bs, loader.steps_per_epoch, device,
-                           precision, denv)
+                    precision, denv)
     if tcfg.get("grad_checkpointing"):
         if not hasattr(model, "set_grad_checkpointing"):
             raise ConfigError(f"train.grad_checkpointing: {type(model).__name__} has no "
