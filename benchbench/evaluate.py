@@ -164,9 +164,6 @@ class Selection:
             self.bad, self.state = saved["bad"], saved["state"]
 
 
-
-
-
 def probe_dataset(cfg: Any, ds: Any) -> Any:
     """eval.fewshot_data: the probe's dataset, a conf/data/ name or a mapping with `name` and
     overrides (null: the training data), at the model's image size and channels."""
@@ -189,7 +186,7 @@ def probe_dataset(cfg: Any, ds: Any) -> Any:
 
 
 def fewshot(cfg: Any, row: dict[str, Any], model: Any, ds: Any, loader_of: Any, device: Any,
-             precision: str) -> None:
+            precision: str) -> None:
     """The paper's few-shot probe: draw the shots from the labels, featurise only those
     images and the probe test split, fewshot_lsr per (shots, seed)."""
     from dataclasses import replace
@@ -235,7 +232,7 @@ def selection_acc(model: Any, val: Any, num_classes: int, eval_bs: int, device: 
 
 
 def selection(tcfg: Any, val: Any, num_classes: int, eval_bs: int, steps_per_epoch: int,
-               device: Any, precision: str, denv: Any) -> Any:
+              device: Any, precision: str, denv: Any) -> Selection | None:
     """train.eval_every_epochs: validate during training, keep the best weights, and stop
     after train.early_stop evaluations without a gain; None when not asked for."""
     every, patience = tcfg.get("eval_every_epochs"), tcfg.get("early_stop")
@@ -250,6 +247,7 @@ def selection(tcfg: Any, val: Any, num_classes: int, eval_bs: int, steps_per_epo
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
                                  or patience < 1):
         raise ConfigError(f"train.early_stop must be a whole number >= 1 or null, got {patience!r}.")
+
     def validate(model: Any) -> float | None:  # under DDP: the bare model, as the final eval
         return selection_acc(unwrap(model) if denv.enabled else model, val, num_classes, eval_bs,
                              device, precision, denv)
