@@ -156,7 +156,8 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
         if row["status"] == failures.FAILED and verbose(cfg):
             traceback.print_exc()
     finally:
-        row["wall_s"] = round(time.perf_counter() - t0, 3)
+        # a resumed run adds its earlier segments' wall time (kept in the checkpoint)
+        row["wall_s"] = round(time.perf_counter() - t0 + (row.get("prior_wall_s") or 0), 3)
         if row.get("train_wall_s") is not None:
             row["overhead_s"] = round(row["wall_s"] - row["train_wall_s"], 3)
         row = {k: results.sanitize(v) for k, v in row.items()}
@@ -199,7 +200,8 @@ def _diverged_retry(cfg: Any, row: dict[str, Any]) -> Any | None:
 
     new = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     with open_dict(new):
-        new.train.lr = float(f"{float(cfg.train.lr) * float(factor):.12g}")  # 0.005, not ...01
+        base = cfg.train.lr if cfg.train.lr is not None else row["lr"]  # lr_by_model's lr
+        new.train.lr = float(f"{float(base) * float(factor):.12g}")  # 0.005, not ...01
         new.train.retry_diverged_lr_factor = None
     _say(f"retry {row['run_id']} at train.lr={new.train.lr:g} (diverged at step "
          f"{row.get('diverged_step')})", quiet=not is_main())

@@ -39,7 +39,8 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "pretrain_run_id", "pretrain_dataset", "pretrain_train_size", "pretrain_flops",
     "finetune_flops", "fewshot", "peak_mem_sum_bytes", "eval_samples", "retry_of",
     "train_flops_budget",
-    "val_top1", "peak_flops_source",  # read by the report (selection, MFU's source)
+    "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
+    "fewshot_dataset", "peak_flops_source",
 )
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
 
@@ -70,7 +71,13 @@ def empty_row() -> dict[str, Any]:
 # Keys added after results existed (dotted paths for nested ones): null means the old
 # behaviour, so a null one is left out and every earlier row keeps its run_id (a relaunch
 # still skips it). A new config key that changes nothing when unset belongs here.
-NULL_NEUTRAL_KEYS: list[str] = ["max_steps"]
+NULL_NEUTRAL_KEYS: list[str] = [
+    "max_steps",
+    "eval.fewshot_data",
+    *(f"{pre}{k}" for pre in ("", "task.finetune.")
+      for k in ("data.val_split", "data.crop_pct", "train.warmup_steps", "train.lr_by_model",
+                "train.eval_every_epochs", "train.early_stop")),
+]
 
 
 def _drop_null_neutral(cfg: dict[str, Any]) -> dict[str, Any]:

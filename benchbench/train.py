@@ -1,7 +1,8 @@
 """The training loop: budget -> steps, deterministic resumable batches, divergence as a
 status, signals -> a checkpoint and Interrupted.
 
-Reads top to bottom: Budget, schedule, SignalCatcher, train(). Evaluation lives in
+Reads top to bottom: Budget, SignalCatcher, train(). The recipe pieces (lr, warm-up,
+schedule, optimizer) live in `optim`, validation-based selection in `evaluate`. Evaluation lives in
 `evaluate`, checkpoints in `checkpoint`; both are re-exported here for callers of
 `benchbench.train`.
 """
@@ -22,10 +23,19 @@ from torch import nn
 
 from benchbench.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from benchbench.errors import ConfigError
+from benchbench.evaluate import Selection
 from benchbench.evaluate import evaluate as evaluate
 from benchbench.evaluate import extract_features as extract_features
 from benchbench.evaluate import fewshot_probe as fewshot_probe
 from benchbench.measure.flops import TRAIN_FLOPS_PER_FORWARD
+from benchbench.optim import (
+    _positive,
+    lr_lambda,
+    make_optimizer,
+    param_groups,
+    resolve_lr,
+    warmup_steps_of,
+)
 from benchbench.runtime import autocast
 
 
@@ -84,61 +94,6 @@ def resolve_budget(tcfg: Any, *, flops_per_image: int | None, steps_per_epoch: i
     return Budget(steps=steps, global_batch=bs)
 
 
-def _positive(tcfg: Any, key: str, *, whole: bool = False, hint: str = "",
-              limit: float | None = None) -> float:
-    """train.<key> as a finite number > 0 (whole if asked): never truncated silently."""
-    v = tcfg.get(key)
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and (
-        not isinstance(v, float) or (math.isfinite(v) and (not whole or v.is_integer())))
-    if not ok:
-        kind = "a whole number" if whole else "finite"
-        raise ConfigError(f"train.{key} must be positive ({kind}), got {v!r}{hint}.")
-    if limit is not None and v > limit:
-        raise ConfigError(f"train.{key}={v!r} is larger than {limit:.0f}: too large to be meant.")
-    return v
-
-
-def lr_lambda(tcfg: Any, total_steps: int) -> Callable[[int], float]:
-    """Linear warm-up, then cosine / linear decay to 0 / constant (paper: linear, cosine)."""
-    warm = int(round(float(tcfg.get("warmup_frac") or 0.0) * total_steps))
-    kind = tcfg.get("schedule", "cosine")
-    if kind not in ("cosine", "linear", "constant"):
-        raise ConfigError(f"unknown train.schedule '{kind}'. Valid: cosine, linear, constant.")
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        frac = (step - warm) / max(1, total_steps - warm)
-        if kind == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-        if kind == "linear":
-            return max(0.0, 1 - frac)
-        return 1.0
-
-    return f
-
-
-def make_optimizer(model: nn.Module, tcfg: Any, device: torch.device) -> torch.optim.Optimizer:
-    from timm.optim import create_optimizer_v2
-
-    name = tcfg.get("optimizer", "adamw")
-    if name not in ("adamw", "sgd"):
-        raise ConfigError(f"unknown train.optimizer '{name}'. Valid: adamw, sgd.")
-    kw: dict[str, Any] = {}
-    if name == "adamw":
-        kw["betas"] = tuple(tcfg.get("betas") or (0.9, 0.999))
-        if device.type == "cuda":
-            kw["fused"] = True  # one kernel for the whole update
-    else:
-        kw["momentum"] = float(tcfg.get("momentum", 0.9))
-    # timm's param groups: no weight decay on biases and norm scales.
-    return create_optimizer_v2(
-        model, opt=name, lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)),
-        **kw,
-    )
-
-
-
 class SignalCatcher:
     """Turns SIGTERM/SIGINT/SIGUSR2 into a flag checked at step boundaries, so the loop can
     checkpoint before stopping. The previous handler (e.g. submitit's requeue on SIGUSR2)
@@ -189,6 +144,10 @@ class TrainResult:
     train_img_per_s: float | None
     peak_mem_train_bytes: int | None
     resumed: bool
+    prior_wall_s: float = 0.0  # wall time of the point's earlier segments (before a resume)
+    val_top1: float | None = None  # best validation accuracy (eval_every) and where it was
+    best_step: int | None = None
+    stopped_early: bool = False
 
 
 def _sync(device: torch.device) -> None:
@@ -211,6 +170,10 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    lr: float | None = None,
+    warmup: int | None = None,
+    selection: Selection | None = None,
+    wall_t0: float | None = None,
 ) -> TrainResult:
     """Train `model` for `budget.steps` steps on `batches(start_step)`; resumable.
 
@@ -224,6 +187,10 @@ def train(
     micro-batches whose gradients accumulate (no all-reduce but on the last). Only rank 0
     writes checkpoints; every rank loads them. Ranks agree on stopping (signal) and on
     divergence through one small all-reduce every SYNC_EVERY steps.
+
+    `lr` and `warmup` (steps) override train.lr / the warm-up from tcfg; `selection`
+    validates during training (best weights restored, early stop). Training and wall time
+    (from `wall_t0`) of earlier segments are kept in the checkpoint and add up on resume.
     """
     from benchbench import distributed
 
@@ -233,12 +200,14 @@ def train(
     micro = int(tcfg.get("micro_batch_size") or 0) or local_bs
     if micro <= 0:
         raise ConfigError(f"train.micro_batch_size must be positive, got {micro}.")
-    opt = make_optimizer(model, tcfg, device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg, budget.steps))
+    opt = make_optimizer(model, tcfg, device, lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg, budget.steps, warmup))
     crit = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing") or 0.0))
     clip = tcfg.get("grad_clip")
     ckpt_every = float(tcfg.get("checkpoint_every_s") or 0)
     start, resumed = 0, False
+    prior_train_s = prior_wall_s = 0.0
+    wall_t0 = time.perf_counter() if wall_t0 is None else wall_t0
     has_ckpt = ckpt_path is not None and ckpt_path.exists()
     if dist_on:  # rank 0 decides (a shared filesystem may answer ranks differently)
         has_ckpt = distributed.broadcast_object(has_ckpt)
@@ -248,6 +217,10 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, resumed = int(state["step"]), True
+        prior_train_s = float(state.get("elapsed_train_s", 0.0))
+        prior_wall_s = float(state.get("elapsed_wall_s", 0.0))
+        if selection is not None:
+            selection.restore(state.get("selection"))
 
     def checkpoint(step: int) -> Path | None:
         """Save; returns the checkpoint a relaunch can resume from (None: there is none).
@@ -258,6 +231,9 @@ def train(
             save_checkpoint(ckpt_path, {
                 "model": unwrap(model).state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "step": step, "identity": identity or {},
+                "elapsed_train_s": prior_train_s + time.perf_counter() - t_start,
+                "elapsed_wall_s": prior_wall_s + time.perf_counter() - wall_t0,
+                "selection": selection.saved() if selection is not None else None,
             })
         except OSError as e:
             warnings.warn(f"cannot write checkpoint {ckpt_path} ({e.strerror or e})", stacklevel=2)
@@ -274,6 +250,7 @@ def train(
     t_start = time.perf_counter()
     last_ckpt = time.monotonic()
     step = start
+    eval_s, stopped = 0.0, False  # validation time is kept out of img/s
     with SignalCatcher() as sig:
         it = batches(start)
         for step in range(start, budget.steps):
@@ -325,27 +302,39 @@ def train(
                                     img_s=f"{(step + 1 - start) * budget.global_batch / max(elapsed, 1e-9):.0f}")
             if bar is not None:
                 bar.update(1)
+            if selection is not None and ((step + 1) % selection.every == 0 or step + 1 == budget.steps):
+                t_eval = time.perf_counter()
+                stopped = selection.check(model, step + 1)
+                eval_s += time.perf_counter() - t_eval if timed_from is not None else 0.0
+                if stopped:
+                    break
             if ckpt_every and time.monotonic() - last_ckpt > ckpt_every:
                 checkpoint(step + 1)
                 last_ckpt = time.monotonic()
         _sync(device)
+    ran = step + 1 if budget.steps > start else start  # steps trained, early stop included
     t_end = time.perf_counter()
     if bar is not None:
         bar.close()
     final = (loss_val if dist_on else float(loss.detach())) if budget.steps > start else None
     if final is not None and not math.isfinite(final):
-        raise Diverged(budget.steps - 1, final)
+        raise Diverged(ran - 1, final)
     img_s = None
-    if timed_from is not None and budget.steps - timed_from > 0:
-        img_s = (budget.steps - timed_from) * budget.global_batch / max(t_end - timed_t0, 1e-9)
+    if timed_from is not None and ran - timed_from > 0:
+        img_s = (ran - timed_from) * budget.global_batch / max(t_end - timed_t0 - eval_s, 1e-9)
+    if selection is not None and selection.state is not None:
+        unwrap(model).load_state_dict(selection.state)  # the best epoch by validation
     mem = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     if ckpt_path is not None and main:
         with contextlib.suppress(OSError):
             ckpt_path.unlink()  # finished: the row is the record now
     return TrainResult(
-        steps=budget.steps, samples_seen=budget.samples, final_loss=final,
-        train_wall_s=t_end - t_start, train_img_per_s=img_s, peak_mem_train_bytes=mem,
-        resumed=resumed,
+        steps=ran, samples_seen=ran * budget.global_batch, final_loss=final,
+        train_wall_s=prior_train_s + t_end - t_start, train_img_per_s=img_s,
+        peak_mem_train_bytes=mem, resumed=resumed, prior_wall_s=prior_wall_s,
+        val_top1=selection.best if selection is not None else None,
+        best_step=selection.best_step if selection is not None else None,
+        stopped_early=stopped,
     )
 
 
@@ -378,3 +367,8 @@ def _progress(total: int, start: int, enabled: bool):
     return tqdm(total=total, initial=start, desc="train", unit="step", leave=False,
                 dynamic_ncols=True, disable=None)
 
+
+
+__all__ = ["Budget", "Diverged", "Interrupted", "Selection", "SignalCatcher", "TrainResult", "evaluate",
+           "extract_features", "fewshot_probe", "load_checkpoint", "lr_lambda", "make_optimizer",
+           "param_groups", "resolve_budget", "resolve_lr", "save_checkpoint", "train", "warmup_steps_of"]

@@ -48,6 +48,7 @@ class Dataset:
     channels: int  # channels of x after data.channels conversion
     mean: tuple[float, ...]  # per channel, [0, 1] units, from the train split (or cited)
     std: tuple[float, ...]
+    val: Split | None = None  # data.val_split: carved out of train before any nested subset
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import torch
 
 from benchbench.data.base import DATASETS, DEFAULT_MAX_RESIDENT_BYTES, Dataset, _positive
 from benchbench.data.readers.folders import IMAGENET_MEAN, IMAGENET_STD, _decode_split
-from benchbench.data.subsets import nested_subset
+from benchbench.data.subsets import VAL_SEED, carve_val, nested_subset, val_count
 from benchbench.errors import ConfigError, DataError
 from benchbench.registry import cfg_get as _get
 
@@ -58,12 +58,17 @@ def load_dataset(cfg: Any) -> Dataset:
     seed = int(_get(cfg, "seed", 0))
 
     train, test, k = spec.load(cfg)
+    val = None
+    val_split = _get(cfg, "val_split")
     if not spec.generated:
         if k_cfg is not None:
             if k_cfg > k:
                 raise ConfigError(f"data.num_classes={k_cfg} but {name} has {k} classes; use 1..{k}.")
             train, test = (s.take((s.y < k_cfg).nonzero().flatten()) for s in (train, test))
             k = k_cfg
+        if val_split is not None:  # before nesting: disjoint from, and the same for, every size
+            val_idx, rest = carve_val(train.y, val_count(val_split, len(train)))
+            train, val = train.take(rest), train.take(val_idx)
         out = {}
         for part, s in (("train", train), ("test", test)):
             n = sizes[part]
@@ -73,12 +78,18 @@ def load_dataset(cfg: Any) -> Dataset:
             # the test subset uses one fixed seed: every subset seed is scored on the same images
             out[part] = s.take(nested_subset(s.y, n, seed if part == "train" else 0)) if n and n < len(s) else s
         train, test = out["train"], out["test"]
+    elif val_split is not None:  # an unlimited generator: validation images from their own stream
+        val = spec.load({**_plain(cfg), "seed": VAL_SEED,
+                         "train_size": val_count(val_split, spec.default_train_size or 0)})[0]
 
     if train.streamed:
         c, size = train.x.shape[1], train.x.shape[-1]
         if (len(train) + len(test)) * c * size * size <= budget:
             skip = bool(_get(cfg, "skip_bad_images", True))
             (train, bad_tr), (test, bad_te) = _decode_split(train, skip), _decode_split(test, skip)
+            if val is not None:
+                val, bad_va = _decode_split(val, skip)
+                bad_te = bad_te + bad_va
             if bad_tr or bad_te:
                 bad = bad_tr + bad_te
                 warnings.warn(f"{name}: skipped {len(bad)} unreadable images (first: {bad[0]}); "
@@ -88,9 +99,23 @@ def load_dataset(cfg: Any) -> Dataset:
 
     train = replace(train, x=_to_channels(train.x, channels))
     test = replace(test, x=_to_channels(test.x, channels))
+    if val is not None:
+        val = replace(val, x=_to_channels(val.x, channels))
     if train.streamed:  # cannot read every image for statistics; use the cited ImageNet ones
         gray = ((sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,))  # channel averages
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if train.x.shape[1] == 3 else gray
     else:
         mean, std = channel_stats(train.x)
-    return Dataset(name, train, test, k, train.x.shape[1], mean, std)
+    return Dataset(name, train, test, k, train.x.shape[1], mean, std, val)
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    """A data config (DictConfig or dict) as a plain dict."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover
+        pass
+    return dict(cfg)

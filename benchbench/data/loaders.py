@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchbench.data import augment as aug
 from benchbench.data.base import DEFAULT_MAX_RESIDENT_BYTES, Dataset, Split, _seed
 from benchbench.data.readers.folders import _BAD_IMAGE, decode_image
 from benchbench.errors import ConfigError, DataError
@@ -28,8 +29,9 @@ class _Batches:
     (resize, pad-and-crop + flip, normalise) done on the device."""
 
     def __init__(self, n: int, *, batch_size: int, image_size: int, mean: Sequence[float],
-                 std: Sequence[float], channels: int, device: torch.device | str, augment: bool,
-                 seed: int, rank: int, world_size: int, drop_last: bool):
+                 std: Sequence[float], channels: int, device: torch.device | str, augment: bool | str,
+                 seed: int, rank: int, world_size: int, drop_last: bool,
+                 crop_pct: float | None = None, num_classes: int | None = None):
         if batch_size <= 0 or image_size <= 0:
             raise ConfigError(f"batch_size ({batch_size}) and image_size ({image_size}) must be positive.")
         if world_size <= 0 or not 0 <= rank < world_size:
@@ -41,7 +43,10 @@ class _Batches:
             raise ConfigError(f"mean/std have {len(mean)}/{len(std)} entries for {channels}-channel images.")
         self.n, self.batch_size, self.image_size = int(n), int(batch_size), int(image_size)
         self.device = torch.device(device)
-        self.augment, self.seed = bool(augment), int(seed)
+        self.augment, self.seed = aug.recipe_name(augment), int(seed)  # a recipe of data.augment
+        self.crop_pct, self.num_classes = crop_pct, num_classes
+        if crop_pct is not None and not 0 < crop_pct <= 1:
+            raise ConfigError(f"data.crop_pct must be in (0, 1] or null, got {crop_pct!r}.")
         self.rank, self.world_size, self.drop_last = int(rank), int(world_size), bool(drop_last)
         self.steps_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
         std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -76,32 +81,28 @@ class _Batches:
             raise ConfigError(f"eval batch_size must be positive, got {batch_size}.")
         return torch.arange(self.rank, self.n, self.world_size, device=device).split(batch_size)
 
-    def _transform(self, xb: torch.Tensor, step: int | None = None, global_n: int = 0,
-                   sl: slice = slice(None)) -> torch.Tensor:
-        """uint8 batch on the device -> normalised float32 (B, C, image_size, image_size).
+    def _transform(self, xb: torch.Tensor) -> torch.Tensor:
+        """Evaluation: uint8 batch on the device -> the centre crop_pct, resized, normalised."""
+        return self._normalise(_resize(aug.centre_crop(xb, self.crop_pct).float(), self.image_size))
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._scale - self._shift
+
+    def _train_batch(self, xb: torch.Tensor, y: torch.Tensor, step: int, global_n: int,
+                     sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training: uint8 batch on the device -> the augmentation recipe, normalised.
 
         Augmentation draws its randomness for the whole global batch from (seed, step) and
         keeps this rank's slice, so DDP ranks together see exactly the single-process batch."""
-        x = _resize(xb.float(), self.image_size)
-        if self.augment and step is not None:
-            x = self._augment(x, step, global_n, sl)
-        return x * self._scale - self._shift
-
-    def _augment(self, x: torch.Tensor, step: int, global_n: int, sl: slice) -> torch.Tensor:
-        """Pad (reflect, image_size // 8) and random crop + horizontal flip, vectorised."""
-        dev = x.device  # drawn where the batch lives: no host-device copy or sync per step
-        g = torch.Generator(device=dev).manual_seed(_seed(self.seed, 1, step))
-        s, pad = self.image_size, self.image_size // 8
-        off = torch.randint(0, 2 * pad + 1, (global_n, 2), generator=g, device=dev)[sl]
-        flip = (torch.rand(global_n, generator=g, device=dev) < 0.5)[sl]
-        if pad:
-            x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        ar = torch.arange(s, device=x.device)
-        rows = off[:, :1] + ar  # (B, s)
-        cols = off[:, 1:] + ar
-        cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flip is reversed columns
-        b = torch.arange(len(x), device=x.device)[:, None, None]
-        return x.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+        if self.augment == "none":
+            return self._normalise(_resize(xb.float(), self.image_size)), y
+        x = xb.float()
+        if not aug.RECIPES[self.augment].resized_crop:
+            x = _resize(x, self.image_size)
+        g = torch.Generator(device=x.device).manual_seed(_seed(self.seed, 1, step))
+        x, y = aug.apply(self.augment, x, y, size=self.image_size, g=g, global_n=global_n, sl=sl,
+                         num_classes=self.num_classes)
+        return self._normalise(x), y
 
 
 def _rank_slice(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -116,16 +117,18 @@ class DeviceLoader(_Batches):
     normalization done on the device per batch, so the loader never starves a GPU."""
 
     def __init__(self, split: Split, *, batch_size: int, image_size: int, mean: Sequence[float],
-                 std: Sequence[float], device: torch.device | str = "cpu", augment: bool = False,
+                 std: Sequence[float], device: torch.device | str = "cpu", augment: bool | str = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True,
-                 max_resident_bytes: int = DEFAULT_MAX_RESIDENT_BYTES):
+                 max_resident_bytes: int = DEFAULT_MAX_RESIDENT_BYTES, crop_pct: float | None = None,
+                 num_classes: int | None = None):
         if split.streamed:
             raise ConfigError("this ImageFolder split is larger than data.max_resident_bytes and is "
                               "streamed: build its loader with data.make_loader(...).")
         n, c = split.x.shape[:2]
         super().__init__(n, batch_size=batch_size, image_size=image_size, mean=mean, std=std,
                          channels=c, device=device, augment=augment, seed=seed, rank=rank,
-                         world_size=world_size, drop_last=drop_last)
+                         world_size=world_size, drop_last=drop_last, crop_pct=crop_pct,
+                         num_classes=num_classes)
         x = split.x
         # resize once if the resized set fits (per batch otherwise: e.g. 28 px -> 224 px)
         self.pre_resized = x.shape[-2:] != (image_size, image_size) and n * c * image_size**2 <= max_resident_bytes
@@ -142,7 +145,7 @@ class DeviceLoader(_Batches):
         """Infinite (x, y) batches from global step `step` on (this rank's slice)."""
         for k, idx, sl in self._steps(step, self.device):
             j = idx[sl]
-            yield self._transform(self.x[j], k, len(idx), sl), self.y[j]
+            yield self._train_batch(self.x[j], self.y[j], k, len(idx), sl)
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The whole split in order, no augmentation; this rank's shard rank::world_size."""
@@ -182,14 +185,16 @@ class StreamLoader(_Batches):
     DeviceLoader for the same (seed, step)."""
 
     def __init__(self, split: Split, *, batch_size: int, image_size: int, mean: Sequence[float],
-                 std: Sequence[float], device: torch.device | str = "cpu", augment: bool = False,
+                 std: Sequence[float], device: torch.device | str = "cpu", augment: bool | str = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True,
-                 num_workers: int | None = None, skip_bad_images: bool = True):
+                 num_workers: int | None = None, skip_bad_images: bool = True,
+                 crop_pct: float | None = None, num_classes: int | None = None):
         assert split.paths is not None, "StreamLoader needs a path split (Split.paths)"
         c = split.x.shape[1]
         super().__init__(len(split), batch_size=batch_size, image_size=image_size, mean=mean, std=std,
                          channels=c, device=device, augment=augment, seed=seed, rank=rank,
-                         world_size=world_size, drop_last=drop_last)
+                         world_size=world_size, drop_last=drop_last, crop_pct=crop_pct,
+                         num_classes=num_classes)
         self.items = _FolderItems(split.paths, split.y, image_size, c, skip_bad_images)
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else int(num_workers)
 
@@ -212,7 +217,7 @@ class StreamLoader(_Batches):
         for xb, yb in self._loader(_Iterable(local_indices)):
             k, global_n, sl = meta.pop(0)
             xb = xb.to(self.device, non_blocking=True)
-            yield self._transform(xb, k, global_n, sl), yb.to(self.device, non_blocking=True)
+            yield self._train_batch(xb, yb.to(self.device, non_blocking=True), k, global_n, sl)
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The whole split in order, no augmentation; this rank's shard rank::world_size."""
@@ -233,20 +238,25 @@ class _Iterable:
 
 def make_loader(data: Split | Dataset, *, part: str = "train", batch_size: int, image_size: int,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                device: torch.device | str = "cpu", augment: bool = False, seed: int = 0,
+                device: torch.device | str = "cpu", augment: bool | str = False, seed: int = 0,
                 rank: int = 0, world_size: int = 1, drop_last: bool = True,
                 max_resident_bytes: int = DEFAULT_MAX_RESIDENT_BYTES, num_workers: int | None = None,
-                skip_bad_images: bool = True) -> DeviceLoader | StreamLoader:
+                skip_bad_images: bool = True, crop_pct: float | None = None,
+                num_classes: int | None = None) -> DeviceLoader | StreamLoader:
     """DeviceLoader for tensor splits, StreamLoader for streamed (path) splits. Given a
     Dataset, `part` picks the split and mean/std default to the dataset's."""
     if isinstance(data, Dataset):
         mean = data.mean if mean is None else mean
         std = data.std if std is None else std
+        num_classes = data.num_classes if num_classes is None else num_classes
+        if getattr(data, part, None) is None:
+            raise ConfigError(f"the dataset has no '{part}' split (validation needs data.val_split).")
         data = getattr(data, part)
     if mean is None or std is None:
         raise ConfigError("make_loader needs mean and std (or a Dataset that carries them).")
     kw = dict(batch_size=batch_size, image_size=image_size, mean=mean, std=std, device=device,
-              augment=augment, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
+              augment=augment, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last,
+              crop_pct=crop_pct, num_classes=num_classes)
     if data.streamed:
         return StreamLoader(data, num_workers=num_workers, skip_bad_images=skip_bad_images, **kw)
     return DeviceLoader(data, max_resident_bytes=max_resident_bytes, **kw)

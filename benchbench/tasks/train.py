@@ -68,10 +68,24 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         train_steps: bool = True) -> None:
     """Load data, build (and optionally initialise) the model, train on the budget,
     evaluate, probe and measure; fills `row`."""
+    import time
+
     import torch
 
     from benchbench import data, distributed, measure, models, runtime
-    from benchbench.train import Budget, evaluate, resolve_budget, train
+    from benchbench.data.augment import recipe_name
+    from benchbench.evaluate import fewshot as _fewshot
+    from benchbench.evaluate import selection, selection_acc
+    from benchbench.train import (
+        Budget,
+        evaluate,
+        resolve_budget,
+        resolve_lr,
+        train,
+        warmup_steps_of,
+    )
+
+    wall_t0 = time.perf_counter()
 
     denv = distributed.current()  # one process: rank 0 of 1, no process group
     cap = _max_steps(cfg) if train_steps else None
@@ -95,7 +109,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     ds = data.load_dataset(data_cfg)
     image_size = int(data_cfg.image_size)
     row.update(dataset=ds.name, train_size=len(ds.train.y), num_classes=ds.num_classes,
-               image_size=image_size)
+               image_size=image_size, val_size=len(ds.val) if ds.val is not None else None)
     if train_steps and len(ds.train.y) < int(tcfg.batch_size):
         raise ConfigError(
             f"train.batch_size={tcfg.batch_size} is larger than the {len(ds.train.y)} training "
@@ -117,30 +131,39 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
 
     resident = int(data_cfg.get("max_resident_bytes") or data.DEFAULT_MAX_RESIDENT_BYTES)
 
-    def loader_of(part: str, **kw: Any):
+    def loader_of(part: str, source: Any = None, **kw: Any):
         # eval loaders: only eval_batches(eval_bs) is used; any batch the ranks divide
         kw.setdefault("batch_size", eval_bs * denv.world_size)
         kw.setdefault("drop_last", False)
         # training batches: this rank's slice of each global batch; eval: shard rank::world
-        return data.make_loader(ds, part=part, image_size=image_size, device=device,
+        return data.make_loader(ds if source is None else source, part=part,
+                                image_size=image_size, device=device,
                                 max_resident_bytes=resident, rank=denv.rank,
                                 world_size=denv.world_size,
-                                skip_bad_images=bool(data_cfg.get("skip_bad_images", True)), **kw)
+                                skip_bad_images=bool(data_cfg.get("skip_bad_images", True)),
+                                crop_pct=data_cfg.get("crop_pct"), **kw)
 
     test = loader_of("test")
+    val = loader_of("val") if ds.val is not None else None
+    probe = (cfg, row, model, ds, loader_of, device, precision)
     if cfg.eval.fewshot and (init_state is not None or not train_steps):
-        _fewshot(cfg, row, model, loader_of("train"), test, ds.num_classes, device, precision)
+        _fewshot(*probe)
     if not train_steps:
         row.update(samples_seen=0, train_flops=0)
         return
 
-    loader = loader_of("train", batch_size=int(tcfg.batch_size), augment=bool(data_cfg.augment),
+    augment = recipe_name(data_cfg.get("augment"))
+    loader = loader_of("train", batch_size=int(tcfg.batch_size), augment=augment,
                        seed=seed, drop_last=True)
     budget = resolve_budget(tcfg, flops_per_image=fl["flops_per_image"],
                             steps_per_epoch=loader.steps_per_epoch)
+    warmup = warmup_steps_of(tcfg, budget.steps)  # checked on the real budget, not the cap
     if cap is not None:  # debug=smoke: the same point, a few steps
         budget = Budget(min(budget.steps, cap), budget.global_batch)
-    row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=float(tcfg.lr))
+    lr = resolve_lr(tcfg, row.get("model"))
+    row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=lr, augment=augment)
+    sel = selection(tcfg, val, ds.num_classes, eval_bs, loader.steps_per_epoch, device,
+                    precision, denv)
     if tcfg.get("grad_checkpointing"):
         if not hasattr(model, "set_grad_checkpointing"):
             raise ConfigError(f"train.grad_checkpointing: {type(model).__name__} has no "
@@ -155,9 +178,12 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     res = train(
         net, loader.iter_from, tcfg=tcfg, budget=budget, device=device, precision=precision,
         seed=seed, ckpt_path=ckpt, identity=identity, progress=not cfg.get("quiet"),
-        rank=denv.rank, world_size=denv.world_size,
+        rank=denv.rank, world_size=denv.world_size, lr=lr, warmup=warmup, selection=sel,
+        wall_t0=wall_t0,
     )
     row.update(
+        steps=res.steps, epochs=res.samples_seen / len(ds.train.y), prior_wall_s=res.prior_wall_s,
+        best_step=res.best_step, stopped_early=res.stopped_early if sel else None,
         samples_seen=res.samples_seen,
         train_flops=measure.train_flops(fl["flops_per_image"], res.samples_seen),
         final_loss=res.final_loss, train_wall_s=round(res.train_wall_s, 3),
@@ -175,8 +201,11 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
                   num_classes=ds.num_classes, device=device, precision=precision,
                   all_reduce=distributed.all_reduce_sum if denv.enabled else None)
     row.update(top1=ev["top1"], top5=ev["top5"], eval_samples=ev["eval_samples"])
+    if val is not None:  # the selected (best-by-validation) weights' accuracy on validation
+        row["val_top1"] = res.val_top1 if sel is not None else selection_acc(
+            model if denv.enabled else net, val, ds.num_classes, eval_bs, device, precision, denv)
     if cfg.eval.fewshot and init_state is None:
-        _fewshot(cfg, row, model, loader_of("train"), test, ds.num_classes, device, precision)
+        _fewshot(*probe)
     _measure_trained(cfg, row, model, denv, device, precision, image_size, ds.channels, cl, fl)
 
 
@@ -217,26 +246,3 @@ def _measure_trained(cfg: Any, row: dict[str, Any], model: Any, denv: Any, devic
         peak = peak * denv.world_size if peak else peak
         row.update(peak_flops=peak,
                    mfu=measure.mfu(fl["flops_per_image"], row["train_img_per_s"], peak))
-
-
-def _fewshot(cfg: Any, row: dict[str, Any], model: Any, train_loader: Any, test_loader: Any,
-             num_classes: int, device: Any, precision: str) -> None:
-    from benchbench.distributed import gather_shards
-    from benchbench.train import extract_features, fewshot_probe
-
-    bs = int(cfg.eval.batch_size)
-    ftr, ytr = extract_features(model, train_loader.eval_batches(bs), device=device,
-                                precision=precision)
-    fte, yte = extract_features(model, test_loader.eval_batches(bs), device=device,
-                                precision=precision)
-    got = gather_shards(ftr, ytr, fte, yte)  # DDP: each rank's shard -> rank 0, in order
-    if got is None:
-        return  # not rank 0: its row is not written
-    ftr, ytr, fte, yte = got
-    shots = [int(s) for s in cfg.eval.fewshot_shots]
-    probes = {s: fewshot_probe(ftr, ytr, fte, yte, num_classes=num_classes, shots=s,
-                               seeds=int(cfg.eval.fewshot_seeds), l2=float(cfg.eval.fewshot_l2))
-              for s in shots}
-    main_shot = 5 if 5 in probes else shots[0]
-    row.update(fewshot_top1=probes[main_shot]["fewshot_top1"], fewshot_shots=main_shot,
-               fewshot={str(s): p["fewshot_top1"] for s, p in probes.items()})
