@@ -69,7 +69,7 @@ def empty_row() -> dict[str, Any]:
 # Keys added after results existed (dotted paths for nested ones): null means the old
 # behaviour, so a null one is left out and every earlier row keeps its run_id (a relaunch
 # still skips it). A new config key that changes nothing when unset belongs here.
-NULL_NEUTRAL_KEYS: list[str] = ["max_steps"]
+NULL_NEUTRAL_KEYS: list[str] = ["max_steps", "eval.max_samples"]
 
 
 def _drop_null_neutral(cfg: dict[str, Any]) -> dict[str, Any]:
