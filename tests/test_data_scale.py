@@ -37,3 +37,41 @@ def test_eval_max_samples_null_keeps_run_ids():
     assert d["eval"]["max_samples"] is None
     del d["eval"]["max_samples"]
     assert run_id_of(resolved_config(cfg)) == run_id_of(d)
+
+
+def _nested_subset_loop(y, n, seed):
+    """The per-class loop nested_subset replaced: the reference its subsets must equal."""
+    import torch
+
+    from benchbench.data.base import _seed
+
+    g = torch.Generator().manual_seed(_seed(seed, 0x5B5E7))
+    classes, inverse = torch.unique(y, return_inverse=True)
+    rank = torch.empty(len(y), dtype=torch.int64)
+    for ci in range(len(classes)):
+        idx = (inverse == ci).nonzero().flatten()
+        rank[idx[torch.randperm(len(idx), generator=g)]] = torch.arange(len(idx))
+    class_pos = torch.randperm(len(classes), generator=g)
+    return torch.argsort(rank * len(classes) + class_pos[inverse])[:n].sort().values
+
+
+def test_vectorised_subsets_equal_the_loop_so_committed_rows_keep_their_images():
+    import torch
+
+    from benchbench.data import nested_subset
+
+    for t in range(12):
+        g = torch.Generator().manual_seed(t)
+        k = int(torch.randint(1, 40, (1,), generator=g))
+        y = torch.randint(0, k, (int(torch.randint(1, 2000, (1,), generator=g)),), generator=g)
+        y = y * 3 - 4 if t % 2 else y  # sparse and negative labels take the unique() path
+        n = int(torch.randint(1, len(y) + 1, (1,), generator=g))
+        assert torch.equal(nested_subset(y, n, t), _nested_subset_loop(y, n, t))
+
+
+def test_subset_benchmark_runs(capsys):
+    from benchbench.bench import subsets
+
+    subsets.main(["--n", "20000", "--classes", "300", "--sizes", "1000,5000"])
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert [d["measure"] for d in lines][:2] == ["nested_subset"] * 2 and lines[-1]["seconds"] > 0

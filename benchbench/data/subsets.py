@@ -18,11 +18,36 @@ def nested_subset(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     if not 0 < n <= len(y):
         raise ConfigError(f"a subset of {n} images cannot be drawn from {len(y)}; use 1..{len(y)}.")
     g = torch.Generator().manual_seed(_seed(seed, 0x5B5E7))
-    classes, inverse = torch.unique(y, return_inverse=True)
+    classes, inverse, counts = _classes(y)
+    # one stable sort groups each class's indices in ascending order (what a per-class
+    # nonzero() gave): O(N log N) once, not O(N) per class (14.2M x 21,841 classes)
+    by_class = torch.sort(_narrow(inverse, len(classes)), stable=True).indices
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    # the same generator draws in the same order as before: every subset is unchanged
+    within = torch.cat([torch.randperm(c, generator=g) for c in counts.tolist()])
     rank = torch.empty(len(y), dtype=torch.int64)
-    for ci in range(len(classes)):
-        idx = (inverse == ci).nonzero().flatten()
-        rank[idx[torch.randperm(len(idx), generator=g)]] = torch.arange(len(idx))
+    rank[by_class[within + starts]] = torch.arange(len(y)) - starts
     class_pos = torch.randperm(len(classes), generator=g)
-    order = torch.argsort(rank * len(classes) + class_pos[inverse])
-    return order[:n].sort().values
+    key = rank * len(classes) + class_pos[inverse]  # unique: the order has no ties
+    order = torch.sort(_narrow(key, int(counts.max()) * len(classes))).indices
+    keep = torch.zeros(len(y), dtype=torch.bool)
+    keep[order[:n]] = True
+    return keep.nonzero().flatten()  # sorted, without sorting n indices
+
+
+def _classes(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch.unique(y, return_inverse, return_counts), by counting when labels are small ints."""
+    if len(y) and not y.is_floating_point() and int(y.min()) >= 0 and int(y.max()) < 4 * len(y):
+        per_label = torch.bincount(y)
+        classes = per_label.nonzero().flatten()
+        remap = torch.cumsum(per_label > 0, 0) - 1
+        return classes, remap[y], per_label[classes]
+    return torch.unique(y, return_inverse=True, return_counts=True)
+
+
+def _narrow(x: torch.Tensor, bound: int) -> torch.Tensor:
+    """The smallest int dtype holding values < bound: sorting it is faster."""
+    for dt in (torch.int16, torch.int32):
+        if bound <= torch.iinfo(dt).max:
+            return x.to(dt)
+    return x
