@@ -97,6 +97,12 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         train.pop(k, None)
     if train:
         out["train"] = train
+    data = out.get("data")
+    if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items() if k != "num_workers"}  # how fast, not what
+        if data.get("fingerprint"):  # the dataset is its content: a copy elsewhere is the same
+            data.pop("root", None)
+        out["data"] = data
     return out
 
 

@@ -146,7 +146,9 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         return data.make_loader(ds, part=part, image_size=image_size, device=device,
                                 max_resident_bytes=resident, rank=denv.rank,
                                 world_size=denv.world_size,
-                                skip_bad_images=bool(data_cfg.get("skip_bad_images", True)), **kw)
+                                skip_bad_images=bool(data_cfg.get("skip_bad_images", True)),
+                                num_workers=data_cfg.get("num_workers"),
+                                shuffle_buffer=int(data_cfg.get("shuffle_buffer") or 10_000), **kw)
 
     test = loader_of("test")
     if cfg.eval.fewshot and (init_state is not None or not train_steps):
