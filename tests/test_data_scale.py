@@ -75,3 +75,25 @@ def test_subset_benchmark_runs(capsys):
     subsets.main(["--n", "20000", "--classes", "300", "--sizes", "1000,5000"])
     lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
     assert [d["measure"] for d in lines][:2] == ["nested_subset"] * 2 and lines[-1]["seconds"] > 0
+
+
+def test_workers_default_to_the_cpus_this_process_may_use(monkeypatch):
+    import os
+
+    from benchbench.data.readers.folders import available_cpus
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert available_cpus() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert available_cpus() == 3
+
+
+def test_loader_benchmark_runs(capsys, monkeypatch, tmp_path):
+    from benchbench.bench import loader
+
+    monkeypatch.setenv("BENCHBENCH_CACHE", str(tmp_path))
+    loader.main(["--images", "24", "--workers", "1", "--batch", "4", "--size", "32"])
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert [d["measure"] for d in lines] == ["decode_loop", "imagefolder", "imagefolder+augment",
+                                             "webdataset", "webdataset+augment"]
+    assert all(d["img_per_s"] > 0 for d in lines) and lines[1]["ratio_to_decode_loop"] > 0

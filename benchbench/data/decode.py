@@ -7,6 +7,11 @@ import io
 
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import center_crop, resize
+
+# imported here, not per call: forked DataLoader workers inherit the modules instead of
+# importing torchvision each (seconds per worker on a busy node)
 
 # what a broken file raises: PIL (OSError, SyntaxError, ...), torchvision's decoders (RuntimeError)
 BAD_IMAGE = (OSError, ValueError, SyntaxError, EOFError, RuntimeError)
@@ -15,9 +20,6 @@ _TV_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF")  # JPEG, PNG, WebP (RIFF....W
 
 def decode_bytes(data: bytes, size: int, channels: int) -> torch.Tensor:
     """(channels, size, size) uint8 from encoded image bytes."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import center_crop, resize
-
     if data[:4].startswith(_TV_MAGIC) and (not data.startswith(b"RIFF") or data[8:12] == b"WEBP"):
         mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
         img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
