@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned here (not in pyproject): these two come from the local disk.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data demo report test test-all lint mutants clean install-check gpu-prep gpu-install gpu-bench gpu-study
+.PHONY: setup data demo report test test-all lint mutants clean install-check gpu-prep gpu-install gpu-bench \
+	gpu-study bench-loader bench-subsets
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +45,13 @@ install-check:
 	cd $(CHECK_DIR) && ./venv/bin/benchbench study=demo debug=smoke
 	test $$(ls $(CHECK_DIR)/results/smoke/demo/runs/*.json | wc -l) = 15
 	@echo "install-check: a non-editable install runs task=measure and study=demo debug=smoke"
+
+# Data-path benchmarks (README, "Large datasets"): JSON lines on stdout
+bench-loader: setup
+	$(BIN)/python -m benchbench.bench.loader $(BENCH_ARGS)
+
+bench-subsets: setup
+	$(BIN)/python -m benchbench.bench.subsets $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check benchbench tests

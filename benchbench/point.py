@@ -60,6 +60,10 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
         d["data"] = {"image_size": d["data"]["image_size"]}  # measure reads no dataset
         d.pop("train", None)
         d.pop("eval", None)
+    else:
+        from benchbench.data.identity import with_fingerprint
+
+        with_fingerprint(d)
     return d
 
 

@@ -74,6 +74,7 @@ def empty_row() -> dict[str, Any]:
 NULL_NEUTRAL_KEYS: list[str] = [
     "max_steps",
     "eval.fewshot_data",
+    "eval.max_samples",
     *(f"{pre}{k}" for pre in ("", "task.finetune.")
       for k in ("data.val_split", "data.crop_pct", "train.warmup_steps", "train.lr_by_model",
                 "train.eval_every_epochs", "train.early_stop")),
@@ -105,6 +106,12 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         train.pop(k, None)
     if train:
         out["train"] = train
+    data = out.get("data")
+    if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items() if k != "num_workers"}  # how fast, not what
+        if data.get("fingerprint"):  # the dataset is its content: a copy elsewhere is the same
+            data.pop("root", None)
+        out["data"] = data
     return out
 
 

@@ -326,7 +326,8 @@ def test_load_dataset_sizes_nest_and_validate():
 
 
 def test_registry_names():
-    assert set(DATASETS.names()) == {"synthetic", "fashion_mnist", "digits", "cifar10", "cifar100", "imagefolder"}
+    assert set(DATASETS.names()) == {"synthetic", "fashion_mnist", "digits", "cifar10", "cifar100", "imagefolder",
+                                     "webdataset"}
 
 
 def test_registry_matches_conf_data():

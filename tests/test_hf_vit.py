@@ -60,3 +60,19 @@ def test_hf_folder_errors_name_the_problem(tmp_path, hf_folder):
     (cut / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000])
     with pytest.raises(ConfigError, match="unreadable"):
         hf_pretrained_state(cut)
+
+
+def test_cli_probes_from_an_hf_folder(run_cli, hf_folder, capsys):
+    """`init.checkpoint=hf:<folder>` through the real CLI: the probe runs on its weights."""
+    d, _ = hf_folder
+    code, rdir = run_cli("model.patch_size=8", f"init.checkpoint=hf:{d}", "task=probe",
+                         "eval.fewshot_seeds=1")
+    assert code == 0, capsys.readouterr().err
+    (row,) = [json.loads(p.read_text()) for p in (rdir / "runs").glob("*.json")]
+    assert row["status"] == "ok" and row["pretrain_run_id"] == f"hf:{d}"
+    assert row["fewshot_top1"] is not None
+
+
+def test_cli_names_a_missing_hf_folder(run_cli, tmp_path, capsys):
+    code, _ = run_cli("model.patch_size=8", f"init.checkpoint=hf:{tmp_path / 'nope'}")
+    assert code == 2 and "no such folder" in capsys.readouterr().err

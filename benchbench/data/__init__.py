@@ -7,8 +7,10 @@ Small sets live on the training device as uint8 (DeviceLoader); ImageFolder tree
 `data.max_resident_bytes` stream through DataLoader workers (StreamLoader). Both yield the
 same batches for the same (seed, step), so a resumed run sees what it would have seen.
 
-Modules: `base` (types, registry), `readers/` (one per format), `subsets` (nested subsets),
-`load` (load_dataset), `loaders` (DeviceLoader, StreamLoader, make_loader).
+Modules: `base` (types, registry), `readers/` (one per format, webdataset shards included),
+`manifest` (cached indexes of folders and shards, fingerprints), `identity` (the dataset's
+part of the run_id), `decode` (torchvision decoding), `subsets` (nested subsets), `load`
+(load_dataset), `loaders` (DeviceLoader, StreamLoader, make_loader).
 """
 import torch  # noqa: F401 - callers reach torch as data.torch, as they did before the split
 

@@ -24,7 +24,7 @@ class Split:
 
     x: torch.Tensor  # uint8, (N, C, H, W), native resolution, CPU
     y: torch.Tensor  # int64, (N,)
-    paths: list[str] | None = None
+    paths: Any = None  # a data.manifest.SampleTable (or a list of files)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -34,6 +34,8 @@ class Split:
         return self.paths is not None
 
     def take(self, idx: torch.Tensor) -> Split:
+        if hasattr(self.paths, "take"):
+            return Split(self.x, self.y[idx], self.paths.take(idx.numpy()))
         if self.paths is not None:
             return Split(self.x, self.y[idx], [self.paths[i] for i in idx.tolist()])
         return Split(self.x[idx], self.y[idx])
@@ -59,6 +61,9 @@ class DatasetSpec:
     default_train_size: int | None = None  # None = all
     default_test_size: int | None = None
     generated: bool = False  # the loader already applied num_classes and the sizes
+    # cfg -> a content hash, for datasets read from a user's folder (imagefolder, webdataset):
+    # the run_id hashes it instead of data.root, so a copy elsewhere is the same dataset
+    fingerprint: Callable[[Any], str] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", "Pick one with data=<name> (files in conf/data/).")

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from benchbench.data import augment as aug
 from benchbench.data.base import DEFAULT_MAX_RESIDENT_BYTES, Dataset, Split, _seed
-from benchbench.data.readers.folders import _BAD_IMAGE, decode_image
+from benchbench.data.decode import BAD_IMAGE, decode_bytes
+from benchbench.data.readers.folders import available_cpus, read_sample
 from benchbench.errors import ConfigError, DataError
 
 
@@ -154,11 +155,12 @@ class DeviceLoader(_Batches):
 
 
 class _FolderItems(torch.utils.data.Dataset):
-    """Decodes one image per item in a DataLoader worker; an unreadable file is replaced by
-    the next readable one (counted and warned) when skip_bad is set."""
+    """Reads and decodes one image per item in a DataLoader worker (a file, or a member of a
+    shard); an unreadable one is replaced by the next readable one (counted and warned)
+    when skip_bad is set."""
 
-    def __init__(self, paths: list[str], labels: torch.Tensor, size: int, channels: int, skip_bad: bool):
-        self.paths, self.labels = paths, labels.tolist()
+    def __init__(self, paths: Any, labels: torch.Tensor, size: int, channels: int, skip_bad: bool):
+        self.paths, self.labels = paths, labels.numpy()  # arrays: forked workers share them
         self.size, self.channels, self.skip_bad = size, channels, skip_bad
         self.bad = 0
 
@@ -169,8 +171,8 @@ class _FolderItems(torch.utils.data.Dataset):
         for t in range(min(len(self.paths), 100)):
             j = (i + t) % len(self.paths)
             try:
-                return torch.from_numpy(decode_image(self.paths[j], self.size, self.channels)), self.labels[j]
-            except _BAD_IMAGE as e:
+                return decode_bytes(read_sample(self.paths, j), self.size, self.channels), int(self.labels[j])
+            except BAD_IMAGE as e:
                 if not self.skip_bad:
                     raise DataError(f"unreadable image {self.paths[j]} ({e}): fix or delete it, or "
                                     f"set data.skip_bad_images=true.") from None
@@ -188,7 +190,8 @@ class StreamLoader(_Batches):
                  std: Sequence[float], device: torch.device | str = "cpu", augment: bool | str = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True,
                  num_workers: int | None = None, skip_bad_images: bool = True,
-                 crop_pct: float | None = None, num_classes: int | None = None):
+                 crop_pct: float | None = None, num_classes: int | None = None,
+                 shuffle_buffer: int = 10_000):
         assert split.paths is not None, "StreamLoader needs a path split (Split.paths)"
         c = split.x.shape[1]
         super().__init__(len(split), batch_size=batch_size, image_size=image_size, mean=mean, std=std,
@@ -196,13 +199,32 @@ class StreamLoader(_Batches):
                          world_size=world_size, drop_last=drop_last, crop_pct=crop_pct,
                          num_classes=num_classes)
         self.items = _FolderItems(split.paths, split.y, image_size, c, skip_bad_images)
-        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else int(num_workers)
+        if num_workers is not None and (isinstance(num_workers, bool) or int(num_workers) < 0):
+            raise ConfigError(f"data.num_workers must be 0 (decode in this process), a positive "
+                              f"number or null (the CPUs this process may use), got {num_workers!r}.")
+        self.num_workers = available_cpus() if num_workers is None else int(num_workers)
+        self.shards = hasattr(split.paths, "shard_order") and split.paths.shards is not None
+        self.shuffle_buffer = int(shuffle_buffer)
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        """Shards: the shards in a seeded order per epoch, each read front to back, and a
+        shuffle buffer of `shuffle_buffer` samples over that stream (a sample moves at most
+        that far); a permutation of the epoch either way, fixed by (seed, epoch)."""
+        if not self.shards:
+            return super()._perm(epoch)
+        shard, offset = self.items.paths.shard_order()
+        g = torch.Generator().manual_seed(_seed(self.seed, 2, epoch))
+        shard_rank = torch.randperm(int(shard.max()) + 1, generator=g).numpy()
+        stream = np.lexsort((offset, shard_rank[shard]))  # the reading order
+        jitter = torch.rand(len(stream), generator=g, dtype=torch.float64).numpy() * self.shuffle_buffer
+        return torch.from_numpy(stream[np.argsort(np.arange(len(stream)) + jitter, kind="stable")])
 
     def _loader(self, batches: Any) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             self.items, batch_sampler=batches, num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if self.num_workers else None,
+            pin_memory=self.device.type == "cuda",  # page-locked: the copy overlaps compute
+            prefetch_factor=4 if self.num_workers else None,  # batches in flight per worker
+            persistent_workers=False,
         )
 
     def iter_from(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -242,7 +264,8 @@ def make_loader(data: Split | Dataset, *, part: str = "train", batch_size: int, 
                 rank: int = 0, world_size: int = 1, drop_last: bool = True,
                 max_resident_bytes: int = DEFAULT_MAX_RESIDENT_BYTES, num_workers: int | None = None,
                 skip_bad_images: bool = True, crop_pct: float | None = None,
-                num_classes: int | None = None) -> DeviceLoader | StreamLoader:
+                num_classes: int | None = None,
+                shuffle_buffer: int = 10_000) -> DeviceLoader | StreamLoader:
     """DeviceLoader for tensor splits, StreamLoader for streamed (path) splits. Given a
     Dataset, `part` picks the split and mean/std default to the dataset's."""
     if isinstance(data, Dataset):
@@ -258,5 +281,6 @@ def make_loader(data: Split | Dataset, *, part: str = "train", batch_size: int, 
               augment=augment, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last,
               crop_pct=crop_pct, num_classes=num_classes)
     if data.streamed:
-        return StreamLoader(data, num_workers=num_workers, skip_bad_images=skip_bad_images, **kw)
+        return StreamLoader(data, num_workers=num_workers, skip_bad_images=skip_bad_images,
+                            shuffle_buffer=shuffle_buffer, **kw)
     return DeviceLoader(data, max_resident_bytes=max_resident_bytes, **kw)

@@ -22,7 +22,7 @@ def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
 
 
 def checkpoint_ref(ref: Any) -> str:
-    """init.checkpoint as a string (a run_id, a path or timm:<name>)."""
+    """init.checkpoint as a string (a run_id, a path, timm:<name> or hf:<folder>)."""
     if not isinstance(ref, str):  # Hydra read a run_id such as 12e4... as a number
         raise ConfigError(
             f"init.checkpoint={ref!r} was read as a number: quote the run_id, "
@@ -32,13 +32,19 @@ def checkpoint_ref(ref: Any) -> str:
 
 
 def init_state(cfg: Any, ref: str, rdir: Path, row: dict[str, Any]) -> dict[str, Any]:
-    """Weights to start from: timm:<name> (local cache), a run_id, or a path."""
+    """Weights to start from: timm:<name> (local cache), hf:<folder> (a transformers ViT
+    folder), a run_id, or a path."""
     from benchbench import results, transfer
     from benchbench.point import abs_path
 
     if ref.startswith("timm:"):
         row["pretrain_run_id"] = ref
         return transfer.timm_pretrained_state(ref[5:])
+    if ref.startswith("hf:"):
+        from benchbench.hf_vit import hf_pretrained_state
+
+        row["pretrain_run_id"] = ref
+        return hf_pretrained_state(Path(abs_path(ref[3:])))
     dirs = [rdir] + [Path(abs_path(str(d))) for d in (cfg.init.get("results_dirs") or [])]
     path = transfer.resolve_checkpoint(ref, dirs)
     row["pretrain_run_id"] = ref if not Path(ref).is_file() else path.parent.name
@@ -61,6 +67,21 @@ def _max_steps(cfg: Any) -> int | None:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"max_steps must be a positive whole number or null, got {v!r}.")
     return v
+
+
+def _capped(batches: Any, max_samples: Any, world_size: int) -> Any:
+    """eval.max_samples (debug=smoke): stop after that many held-out images (this rank's share)."""
+    if max_samples is None:
+        yield from batches
+        return
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+        raise ConfigError(f"eval.max_samples must be a positive whole number or null, got {max_samples!r}.")
+    left = -(-max_samples // world_size)
+    for x, y in batches:
+        if left <= 0:
+            return
+        yield x[:left], y[:left]
+        left -= len(y)
 
 
 def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, run_id: str,
@@ -141,7 +162,9 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
                                 max_resident_bytes=resident, rank=denv.rank,
                                 world_size=denv.world_size,
                                 skip_bad_images=bool(data_cfg.get("skip_bad_images", True)),
-                                crop_pct=data_cfg.get("crop_pct"), **kw)
+                                crop_pct=data_cfg.get("crop_pct"),
+                                num_workers=data_cfg.get("num_workers"),
+                                shuffle_buffer=int(data_cfg.get("shuffle_buffer") or 10_000), **kw)
 
     test = loader_of("test")
     val = loader_of("val") if ds.val is not None else None
@@ -197,7 +220,8 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
                         {"model": model.state_dict(), "identity": identity, "step": res.steps})
 
     # under DDP: the bare model (no DDP collectives in forward), counts summed across ranks
-    ev = evaluate(model if denv.enabled else net, test.eval_batches(eval_bs),
+    ev = evaluate(model if denv.enabled else net,
+                  _capped(test.eval_batches(eval_bs), cfg.eval.get("max_samples"), denv.world_size),
                   num_classes=ds.num_classes, device=device, precision=precision,
                   all_reduce=distributed.all_reduce_sum if denv.enabled else None)
     row.update(top1=ev["top1"], top5=ev["top5"], eval_samples=ev["eval_samples"])

@@ -2,4 +2,4 @@
 
 A new format is a new module here plus its import below and its conf/data/<name>.yaml.
 """
-from benchbench.data.readers import cifar, digits, folders, idx, synthetic  # noqa: F401 - registers
+from benchbench.data.readers import cifar, digits, folders, idx, synthetic, webdataset  # noqa: F401 - registers

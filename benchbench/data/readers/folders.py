@@ -1,5 +1,6 @@
-"""ImageFolder trees (`data=imagefolder`): class folders of image files, listed as paths and
-decoded (shorter side resized, centre crop) when they fit or per batch when streamed."""
+"""ImageFolder trees (`data=imagefolder`): class folders of image files, indexed once into a
+cached manifest, decoded (shorter side resized, centre crop) when they fit or per batch when
+streamed."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 
 from benchbench.data.base import DATASETS, DatasetSpec, Split
+from benchbench.data.decode import BAD_IMAGE, decode_bytes
+from benchbench.data.manifest import SampleTable, cached, fingerprint, pack_names
 from benchbench.errors import DataError
 from benchbench.registry import cfg_get as _get
 
@@ -18,25 +21,35 @@ from benchbench.registry import cfg_get as _get
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision / timm IMAGENET_DEFAULT_MEAN, for streamed sets
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_BAD_IMAGE = (OSError, ValueError, SyntaxError, EOFError)  # what PIL raises on broken files
+_BAD_IMAGE = BAD_IMAGE  # what the decoders raise on broken files
 
 
-def _folder_files(d: Path, classes: list[str]) -> tuple[list[str], list[int]]:
-    paths, labels = [], []
+def _scan(d: Path, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Relative paths (`<class>/<file>`) and labels of one split, one scandir per class."""
+    names, labels = [], []
     for ci, c in enumerate(classes):
         if not (d / c).is_dir():
             continue  # a val/ tree may lack a class
-        files = sorted(str(p) for p in (d / c).iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+        files = sorted(e.name for e in os.scandir(d / c) if os.path.splitext(e.name)[1].lower() in IMG_EXTENSIONS)
         if not files:
             raise DataError(f"class folder {d / c} holds no images ({', '.join(IMG_EXTENSIONS)}): "
                             f"add images or remove the folder.")
-        paths += files
+        names += [f"{c}/{f}" for f in files]
         labels += [ci] * len(files)
-    return paths, labels
+    return names, labels
 
 
-def _load_imagefolder(cfg: Any) -> tuple[Split, Split, int]:
-    root = _get(cfg, "root")
+def _stamp(dirs: list[Path]) -> str:
+    """mtimes of the split folders and their class folders: adding, removing or renaming a
+    file changes its folder's mtime, so the manifest is rebuilt."""
+    parts = []
+    for d in dirs:
+        parts.append(f"{d.name}:{d.stat().st_mtime_ns}")
+        parts += sorted(f"{d.name}/{e.name}:{e.stat().st_mtime_ns}" for e in os.scandir(d) if e.is_dir())
+    return fingerprint("\n".join(parts))
+
+
+def _layout(root: Any) -> tuple[Path, Path]:
     fix = "set data.root=DIR holding train/ and val/ (or test/) folders of class folders"
     if root is None or not Path(root).is_dir():
         raise DataError(f"imagefolder: data.root={root} is not a folder: {fix}.")
@@ -44,52 +57,98 @@ def _load_imagefolder(cfg: Any) -> tuple[Split, Split, int]:
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
         raise DataError(f"imagefolder: {root} lacks train/ or val/ (test/): {fix}.")
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"imagefolder: {root / 'train'} has no class folders: {fix}.")
-    extra = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name not in classes)
-    if extra:
-        raise DataError(f"imagefolder: {test_dir} has classes missing from train/: {', '.join(extra[:5])}.")
+    return root, test_dir
+
+
+def folder_manifest(root: Any) -> dict[str, Any]:
+    """The cached index of a class-folder tree (see data.manifest): classes, per split the
+    packed relative paths and labels, and the path-free `fingerprint`."""
+    root, test_dir = _layout(root)
+
+    def build() -> dict[str, Any]:
+        classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+        if not classes:
+            raise DataError(f"imagefolder: {root / 'train'} has no class folders: set data.root=DIR "
+                            f"holding train/ and val/ (or test/) folders of class folders.")
+        extra = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name not in classes)
+        if extra:
+            raise DataError(f"imagefolder: {test_dir} has classes missing from train/: {', '.join(extra[:5])}.")
+        out: dict[str, Any] = {"classes": np.array(classes)}
+        for part, d in (("train", root / "train"), ("test", test_dir)):
+            names, labels = _scan(d, classes)
+            out[f"{part}_names"], out[f"{part}_offsets"] = pack_names(names)
+            out[f"{part}_labels"] = np.array(labels, dtype=np.int64)
+        out["fingerprint"] = np.array(fingerprint(
+            "imagefolder", out["classes"], *(out[f"{p}_{k}"] for p in ("train", "test")
+                                             for k in ("names", "offsets", "labels"))))
+        return out
+
+    return cached("imagefolder", root, test_dir.name, _stamp([root / "train", test_dir]), build)
+
+
+def _load_imagefolder(cfg: Any) -> tuple[Split, Split, int]:
+    m = folder_manifest(_get(cfg, "root"))
+    root, test_dir = _layout(_get(cfg, "root"))
     size = int(_get(cfg, "image_size", 224))
     c = 1 if _get(cfg, "channels") == 1 else 3
     splits = []
-    for d in (root / "train", test_dir):
-        paths, labels = _folder_files(d, classes)
+    for part, d in (("train", root / "train"), ("test", test_dir)):
+        table = SampleTable(str(d), m[f"{part}_names"], m[f"{part}_offsets"])
         splits.append(Split(torch.empty(0, c, size, size, dtype=torch.uint8),
-                            torch.tensor(labels, dtype=torch.int64), paths))
-    return splits[0], splits[1], len(classes)
+                            torch.from_numpy(m[f"{part}_labels"]), table))
+    return splits[0], splits[1], len(m["classes"])
 
 
-DATASETS.register("imagefolder", DatasetSpec(_load_imagefolder))
+def _fingerprint_imagefolder(cfg: Any) -> str:
+    return str(folder_manifest(_get(cfg, "root"))["fingerprint"])
+
+
+DATASETS.register("imagefolder", DatasetSpec(_load_imagefolder, fingerprint=_fingerprint_imagefolder))
 
 
 def decode_image(path: str, size: int, channels: int) -> np.ndarray:
     """(C, size, size) uint8: shorter side resized to `size` (bilinear), centre crop."""
-    from PIL import Image, ImageOps
+    with open(path, "rb") as f:
+        return decode_bytes(f.read(), size, channels).numpy()
 
-    with Image.open(path) as im:
-        im = ImageOps.fit(im.convert("L" if channels == 1 else "RGB"), (size, size),
-                          Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
-    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+
+def read_sample(paths: Any, i: int) -> bytes:
+    """The encoded bytes of sample i of a split's paths (a SampleTable, or a list of files)."""
+    if hasattr(paths, "read"):
+        return paths.read(i)
+    with open(paths[i], "rb") as f:
+        return f.read()
 
 
 def _decode_split(split: Split, skip_bad: bool) -> tuple[Split, list[str]]:
-    """Decode a path split into uint8 tensors (threads: PIL releases the GIL while decoding)."""
+    """Decode a path split into uint8 tensors (threads: the decoders release the GIL)."""
     c, size = split.x.shape[1], split.x.shape[-1]
+    paths = split.paths if split.paths is not None else []
 
-    def one(p: str) -> np.ndarray | None:
+    def one(i: int) -> torch.Tensor | None:
         try:
-            return decode_image(p, size, c)
-        except _BAD_IMAGE as e:
+            return decode_bytes(read_sample(paths, i), size, c)
+        except BAD_IMAGE as e:
             if not skip_bad:
-                raise DataError(f"unreadable image {p} ({e}): fix or delete it, or set "
+                raise DataError(f"unreadable image {paths[i]} ({e}): fix or delete it, or set "
                                 f"data.skip_bad_images=true to skip and count such files.") from None
             return None
 
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        arrs = list(pool.map(one, split.paths or []))
+    with ThreadPoolExecutor(available_cpus()) as pool:
+        arrs = list(pool.map(one, range(len(paths))))
     ok = [i for i, a in enumerate(arrs) if a is not None]
-    bad = [split.paths[i] for i, a in enumerate(arrs) if a is None]
-    x = torch.from_numpy(np.stack([arrs[i] for i in ok])) if ok else split.x
+    bad = [paths[i] for i, a in enumerate(arrs) if a is None]
+    x = torch.stack([arrs[i] for i in ok]) if ok else split.x
     return Split(x, split.y[ok]), bad
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: SLURM_CPUS_PER_TASK, else its affinity mask (not the
+    node's count, which os.cpu_count() gives)."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
