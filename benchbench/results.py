@@ -40,6 +40,12 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "finetune_flops", "fewshot", "peak_mem_sum_bytes", "eval_samples", "retry_of",
     "train_flops_budget",
 )
+# What the model learned (benchbench.internals, paper Figure 7); null where it does not apply.
+INTERNALS_FIELDS: tuple[str, ...] = (
+    "attn_dist_first_px", "attn_dist_last_px", "attn_dist_min_first_px", "attn_dist_mean_px",
+    "attn_prefix_mass_mean", "pos_grid_score", "cnn_rf_last_px",
+)
+EXTRA_FIELDS += INTERNALS_FIELDS
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
 
 # Keys that do not change what a run computes: excluded from the run_id hash.
@@ -97,6 +103,9 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         train.pop(k, None)
     if train:
         out["train"] = train
+    if isinstance(out.get("eval"), Mapping):  # internals are extra measures, not the run
+        out["eval"] = {k: v for k, v in out["eval"].items()
+                       if k not in ("internals", "internals_images")}
     return out
 
 

@@ -71,8 +71,10 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     import torch
 
     from benchbench import data, distributed, measure, models, runtime
+    from benchbench.tasks import internals_hook
     from benchbench.train import Budget, evaluate, resolve_budget, train
 
+    internals_hook.settings(cfg)  # checked before any work
     denv = distributed.current()  # one process: rank 0 of 1, no process group
     cap = _max_steps(cfg) if train_steps else None
     if train_steps:  # a zero or negative budget is refused before any data is loaded
@@ -130,8 +132,11 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     test = loader_of("test")
     if cfg.eval.fewshot and (init_state is not None or not train_steps):
         _fewshot(cfg, row, model, loader_of("train"), test, ds.num_classes, device, precision)
+    learned = dict(image_size=image_size, device=device, rdir=rdir, run_id=run_id,
+                   is_main=denv.is_main)  # internals_hook.measure: what the model learned
     if not train_steps:
         row.update(samples_seen=0, train_flops=0)
+        internals_hook.measure(cfg, row, model, ds, **learned)
         return
 
     loader = loader_of("train", batch_size=int(tcfg.batch_size), augment=bool(data_cfg.augment),
@@ -177,6 +182,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     row.update(top1=ev["top1"], top5=ev["top5"], eval_samples=ev["eval_samples"])
     if cfg.eval.fewshot and init_state is None:
         _fewshot(cfg, row, model, loader_of("train"), test, ds.num_classes, device, precision)
+    internals_hook.measure(cfg, row, model, ds, **learned)
     _measure_trained(cfg, row, model, denv, device, precision, image_size, ds.channels, cl, fl)
 
 
