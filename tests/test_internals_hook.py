@@ -127,3 +127,12 @@ def test_findings_call_a_change_only_beyond_the_seed_spread(tmp_path):
     # uniform attention over a 4x4 grid of 7 px patches, the reference in the spread finding
     uniform = internals.patch_centre_distances((4, 4), 7).mean().item()
     assert any(f"{uniform:.1f} px" in f for f in noisy.findings)
+
+
+def test_attention_panel_draws_the_uniform_reference():
+    from benchbench.report import internals_plots as ip
+
+    fig = ip.draw_attention_distance([("a", np.ones((2, 3)), 28, 14.5), ("b", np.ones((2, 3)), 28)])
+    (line,) = [ln for ln in fig.axes[0].lines if ln.get_gid() == "uniform"]
+    assert list(line.get_ydata()) == [14.5, 14.5]
+    assert not [ln for ln in fig.axes[1].lines if ln.get_gid() == "uniform"]

@@ -191,15 +191,17 @@ def build(study: Study, out: Path, formats: Sequence[str]) -> InternalsSection |
             dists = [arrays[r]["attn_dist_px"] for r in d["run_id"]]
             label = f"{model}, {_size(size)} images" + (f" ({len(dists)} seeds)"
                                                          if len(dists) > 1 else "")
-            panels.append((label, np.concatenate(dists, axis=1), int(d["image_size"].max())))
-            spread.append(_spread_finding(model, size, dists,
-                                          _uniform_px(arrays[d["run_id"].iloc[0]])))
+            uniform = _uniform_px(arrays[d["run_id"].iloc[0]])
+            panels.append((label, np.concatenate(dists, axis=1), int(d["image_size"].max()),
+                           uniform))
+            spread.append(_spread_finding(model, size, dists, uniform))
     if panels:
         shown = panels[:MAX_PANELS]
         files = ip.attention_distance_plot(shown, out / "internals_attention_distance",
                                            cnn_rf=rf_line, formats=formats)
         cap = ("Mean attention distance of every head (points; colour = head, seeds pooled) "
-               "against depth, as the paper's Figure 7 right.")
+               "against depth, as the paper's Figure 7 right; dotted: what uniform attention "
+               "over the patch grid would give.")
         if rf_line:
             cap += f" Dashed: {rf_name}'s receptive field at the same depth fraction."
         if len(panels) > MAX_PANELS:
