@@ -107,8 +107,8 @@ def _differs(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool |
 def _trend_findings(rows: pd.DataFrame) -> list[str]:
     """One sentence per (model, metric): smallest vs largest training set, seed spread."""
     out = []
-    what = {"attn_dist_first_px": ("first-layer mean attention distance", "px", 1),
-            "attn_dist_last_px": ("last-layer mean attention distance", "px", 1),
+    what = {"attn_dist_first_px": ("first-layer mean attention distance", "px", 2),
+            "attn_dist_last_px": ("last-layer mean attention distance", "px", 2),
             "pos_grid_score": ("position-embedding grid score", "", 3)}
     for model, d in rows.groupby("model", sort=False):
         sizes = sorted(d["train_size"].dropna().unique())
@@ -126,8 +126,9 @@ def _trend_findings(rows: pd.DataFrame) -> list[str]:
             if diff is None:
                 tail = "; with a single seed the spread is unknown, so this is no trend."
             elif diff:
-                tail = (f": it {'rises' if b[0] > a[0] else 'falls'} by more than the seed "
-                        f"spread.")
+                tail = (f": it {'rises' if b[0] > a[0] else 'falls'} by "
+                        f"{abs(b[0] - a[0]):.{nd}f}{u}, more than the two seed s.d. together "
+                        f"({a[1] + b[1]:.{nd}f}).")
             else:
                 tail = ": the change is within the seed spread."
             out.append(head + tail)
@@ -145,10 +146,10 @@ def _uniform_px(arrays: dict[str, np.ndarray]) -> float | None:
 def _spread_finding(model: str, size: float, dists: list[np.ndarray],
                     uniform: float | None) -> str:
     first = np.concatenate([d[0] for d in dists])
-    s = (f"{model} at {_size(size)} images: first-layer heads span {first.min():.1f}-"
-         f"{first.max():.1f} px of mean attention distance over {len(dists)} run(s)")
+    s = (f"{model} at {_size(size)} images: first-layer heads span {first.min():.2f}-"
+         f"{first.max():.2f} px of mean attention distance over {len(dists)} run(s)")
     if uniform is not None:
-        s += f" (uniform attention over the grid would give {uniform:.1f} px)"
+        s += f" (uniform attention over the grid would give {uniform:.2f} px)"
     return s + "."
 
 
@@ -250,7 +251,7 @@ def _chosen_pos(attn: pd.DataFrame, arrays: dict[str, dict]) -> list[tuple[str, 
     for size in dict.fromkeys([sizes[0], sizes[-1]]):
         r = d[d["train_size"] == size].sort_values("top1", ascending=False).iloc[0]
         score = r["pos_grid_score"]
-        label = (f"{r['model']}, {_size(size)}, seed {int(r['seed'])}"
+        label = (f"{r['model']}\n{_size(size)} images, seed {int(r['seed'])}"
                  + (f", grid {score:.2f}" if pd.notna(score) else ""))
         out.append((label, arrays[r["run_id"]]["pos_sim"]))
     return out
