@@ -251,7 +251,7 @@ def _chosen_pos(attn: pd.DataFrame, arrays: dict[str, dict]) -> list[tuple[str, 
     for size in dict.fromkeys([sizes[0], sizes[-1]]):
         r = d[d["train_size"] == size].sort_values("top1", ascending=False).iloc[0]
         score = r["pos_grid_score"]
-        label = (f"{r['model']}\n{_size(size)} images, seed {int(r['seed'])}"
+        label = (f"{r['model']}\n{_size(size)}, seed {int(r['seed'])}"
                  + (f", grid {score:.2f}" if pd.notna(score) else ""))
         out.append((label, arrays[r["run_id"]]["pos_sim"]))
     return out
