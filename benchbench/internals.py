@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchbench.results import INTERNALS_FIELDS
+
 PAPER_NUM_PCS = 28  # Figure 7 left shows the first 28 principal components
 ATTENTION_FAMILIES = ("vit", "hybrid")
 SHORTCUT_NAMES = ("downsample",)  # timm ResNet/ResNetV2 name the projection shortcut so
-SUMMARY_KEYS = (
-    "attn_dist_first_px", "attn_dist_last_px", "attn_dist_min_first_px", "attn_dist_mean_px",
-    "attn_prefix_mass_mean", "pos_grid_score", "cnn_rf_last_px",
-)
+ATTN_CHUNK = 32  # images per forward: mean_distance holds a float64 copy of [B, H, N, N]
+SUMMARY_KEYS = INTERNALS_FIELDS  # the row columns (results.py owns the schema)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -128,20 +128,23 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
     return mods
 
 
-def _attention_stats(model: nn.Module, images: torch.Tensor, patch_size=None):
-    """One eval forward with unfused attention: distances and prefix mass [L, H], geometry."""
+def _attention_stats(model: nn.Module, images: torch.Tensor, patch_size=None,
+                     chunk: int = ATTN_CHUNK):
+    """Eval forwards (`chunk` images each) with unfused attention: distances and prefix mass
+    [L, H] averaged over all images, and the token geometry."""
     model = _unwrap(model)
     grid, token_px = _token_geometry(model, tuple(images.shape[-2:]), patch_size)
     prefix = int(model.num_prefix_tokens)
     attns = _attention_modules(model)
-    stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    sums: dict[int, list[np.ndarray]] = {}  # block -> [sum of distances, of prefix mass]
 
     def capture(i: int):
         # attn_drop's input is the softmax output: timm's unfused path, any timm 1.0.x
         def hook(_mod, inputs):
             w = inputs[0].detach()
-            stats[i] = (mean_distance(w, grid, token_px, num_prefix_tokens=prefix),
-                        _prefix_mass(w, prefix))
+            got = [mean_distance(w, grid, token_px, num_prefix_tokens=prefix) * len(w),
+                   _prefix_mass(w, prefix) * len(w)]  # per-chunk means, weighted by its size
+            sums[i] = got if i not in sums else [a + b for a, b in zip(sums[i], got)]
         return hook
 
     fused = [a.fused_attn for a in attns]
@@ -154,7 +157,8 @@ def _attention_stats(model: nn.Module, images: torch.Tensor, patch_size=None):
         handles = [a.attn_drop.register_forward_pre_hook(capture(i)) for i, a in enumerate(attns)]
         param = next(model.parameters())
         with torch.no_grad():
-            model.forward_features(images.to(param.device, param.dtype))
+            for xb in images.split(max(1, int(chunk))):
+                model.forward_features(xb.to(param.device, param.dtype))
     finally:
         for h in handles:
             h.remove()
@@ -162,9 +166,10 @@ def _attention_stats(model: nn.Module, images: torch.Tensor, patch_size=None):
             a.fused_attn = f
         for m, t in modes:
             m.training = t
-    assert sorted(stats) == list(range(len(attns))), "every block's attention must be captured"
-    dist = np.stack([stats[i][0] for i in range(len(attns))])
-    mass = np.stack([stats[i][1] for i in range(len(attns))])
+    assert sorted(sums) == list(range(len(attns))), "every block's attention must be captured"
+    n = len(images)
+    dist = np.stack([sums[i][0] / n for i in range(len(attns))])
+    mass = np.stack([sums[i][1] / n for i in range(len(attns))])
     return dist, mass, grid, token_px
 
 

@@ -42,6 +42,12 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
     "fewshot_dataset", "peak_flops_source",
 )
+# What the model learned (benchbench.internals, paper Figure 7); null where it does not apply.
+INTERNALS_FIELDS: tuple[str, ...] = (
+    "attn_dist_first_px", "attn_dist_last_px", "attn_dist_min_first_px", "attn_dist_mean_px",
+    "attn_prefix_mass_mean", "pos_grid_score", "cnn_rf_last_px",
+)
+EXTRA_FIELDS += INTERNALS_FIELDS
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
 
 # Keys that do not change what a run computes: excluded from the run_id hash.
@@ -112,6 +118,9 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if data.get("fingerprint"):  # the dataset is its content: a copy elsewhere is the same
             data.pop("root", None)
         out["data"] = data
+    if isinstance(out.get("eval"), Mapping):  # internals are extra measures, not the run
+        out["eval"] = {k: v for k, v in out["eval"].items()
+                       if k not in ("internals", "internals_images")}
     return out
 
 

@@ -77,7 +77,8 @@ def test_every_point_of_every_study_is_valid_and_builds(study):
     assert (len(points), len(ids)) == DISTINCT_RUNS[study]
 
 
-@pytest.mark.parametrize("study,rows", [("demo", 15), ("fashion_mnist_scaling", 15)])
+@pytest.mark.parametrize("study,rows", [("demo", 15), ("fashion_mnist_scaling", 15),
+                                        ("fashion_mnist_internals", 6)])
 def test_study_composes_to_exactly_its_committed_rows(study, rows):
     """The points a study composes to today are exactly its committed rows: a relaunch
     skips all of them (a config key added without care would change every run_id)."""

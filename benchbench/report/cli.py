@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchbench.errors import BenchbenchError, ResultsError
-from benchbench.report import plots, tables
+from benchbench.report import internals_section, plots, tables
 from benchbench.report.compare import EqualCompute, equal_compute
 from benchbench.report.load import (
     Study,
@@ -44,6 +44,7 @@ class Report:
     tables: dict[str, list[Path]] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
     path: Path | None = None
+    internals: internals_section.InternalsSection | None = None  # None: no row has internals
 
 
 def build_report(
@@ -117,6 +118,9 @@ def build_report(
         rep.tables[name] = tables.write_table(raw, disp, out, name, caption=caption)
 
     rep.findings = study.left_out + findings(study, points, ec, fits_c, fits_d, data_points)
+    rep.internals = internals_section.build(study, out, formats)
+    if rep.internals is not None:
+        rep.findings += rep.internals.findings
     rep.path = out / "report.md"
     rep.path.write_text(_markdown(rep, tabs, command))
     return rep
@@ -179,6 +183,8 @@ def _markdown(rep: Report, tabs, command: str | None) -> str:
         if png is not None:
             L += [f"![{p.title}]({png.name})", ""]
         L += [f"{p.caption}" + (f" ({others})" if others else ""), ""]
+    if rep.internals is not None:
+        L += rep.internals.markdown()
     L += ["## Tables", ""]
     for name, caption, (_, disp) in tabs:
         L += [f"### {caption}", "", f"Files: [CSV]({name}.csv), [Markdown]({name}.md), "

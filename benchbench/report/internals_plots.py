@@ -56,15 +56,19 @@ def draw_attention_distance(panels: Sequence[tuple[str, np.ndarray, int]], *,
                             cnn_rf_units: str = "fraction") -> Figure:
     """Mean attention distance against depth, one point per head (Figure 7 right).
 
-    panels: (label, distances [layers, heads] in pixels, image size) per model or data size.
+    panels: (label, distances [layers, heads] in pixels, image size) per model or data size,
+    optionally a 4th item: the distance uniform attention would give (a dotted line).
     cnn_rf: (depth, receptive field px) of a ResNet, drawn behind the points; depth is a
     fraction of the network (scaled to each panel's layers) or, with cnn_rf_units="layer",
     the panel's layer index."""
     if cnn_rf_units not in ("fraction", "layer"):
         raise ValueError(f"cnn_rf_units must be 'fraction' or 'layer', got {cnn_rf_units!r}")
     fig, axes = _row_of_axes(len(panels), 3.2, 3.0, sharey=True)
-    for ax, (label, dist, image_size) in zip(axes, panels):
+    for ax, (label, dist, image_size, *uniform) in zip(axes, panels):
         dist = np.asarray(dist, dtype=np.float64)
+        if uniform and uniform[0] is not None:
+            ax.axhline(uniform[0], color="0.3", ls=":", lw=1, zorder=2,
+                       label="uniform attention", gid="uniform")
         layers, heads = dist.shape
         x = np.repeat(np.arange(1, layers + 1), heads)  # layer-major, as dist.ravel()
         ax.scatter(x, dist.ravel(), c=np.tile(np.arange(heads), layers), cmap="viridis",
@@ -79,7 +83,7 @@ def draw_attention_distance(panels: Sequence[tuple[str, np.ndarray, int]], *,
         ax.set_title(label)
         ax.set_xlabel("Network depth (layer)")
     axes[0].set_ylabel("Mean attention distance (pixels)")
-    if cnn_rf:
+    if cnn_rf or any(len(p) > 3 and p[3] is not None for p in panels):
         axes[0].legend(loc="lower right", fontsize=7)
     return fig
 

@@ -97,6 +97,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     from benchbench.data.augment import recipe_name
     from benchbench.evaluate import fewshot as _fewshot
     from benchbench.evaluate import selection, selection_acc
+    from benchbench.tasks import internals_hook
     from benchbench.train import (
         Budget,
         evaluate,
@@ -108,6 +109,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
 
     wall_t0 = time.perf_counter()
 
+    internals_hook.settings(cfg)  # checked before any work
     denv = distributed.current()  # one process: rank 0 of 1, no process group
     cap = _max_steps(cfg) if train_steps else None
     if train_steps:  # a zero or negative budget is refused before any data is loaded
@@ -171,8 +173,11 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     probe = (cfg, row, model, ds, loader_of, device, precision)
     if cfg.eval.fewshot and (init_state is not None or not train_steps):
         _fewshot(*probe)
+    learned = dict(image_size=image_size, device=device, rdir=rdir, run_id=run_id,
+                   is_main=denv.is_main)  # internals_hook.measure: what the model learned
     if not train_steps:
         row.update(samples_seen=0, train_flops=0)
+        internals_hook.measure(cfg, row, model, ds, **learned)
         return
 
     augment = recipe_name(data_cfg.get("augment"))
@@ -230,6 +235,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
             model if denv.enabled else net, val, ds.num_classes, eval_bs, device, precision, denv)
     if cfg.eval.fewshot and init_state is None:
         _fewshot(*probe)
+    internals_hook.measure(cfg, row, model, ds, **learned)
     _measure_trained(cfg, row, model, denv, device, precision, image_size, ds.channels, cl, fl)
 
 
