@@ -47,7 +47,8 @@ def _grid(cfg):
 # distinct run_ids per study: every point its own run, except that CNN points at two patch
 # sizes are one run (demo, fashion_mnist_scaling: 3 BiT points collapse into the others)
 DISTINCT_RUNS = {"demo": (18, 15), "fashion_mnist_scaling": (18, 15), "paper_fig12": (40, 40),
-                 "paper_fig3_4": (24, 24), "paper_fig5": (45, 45), "seed_vit_cifar10": (3, 3),
+                 "paper_fig3_4": (24, 24), "paper_fig5": (30, 30), "seed_vit_cifar10": (3, 3),
+                 "fashion_mnist_internals": (6, 6),
                  "transfer_demo": (9, 9)}
 
 
