@@ -19,7 +19,13 @@ from benchbench.report.compare import (
 )
 from benchbench.report.load import aggregate_points, point_key
 from benchbench.report.pareto import frontiers, owner_segments, pareto_front, pareto_mask
-from benchbench.report.scaling import fit_power_law, saturating_power_law
+from benchbench.report.scaling import (
+    envelope_points,
+    fit_families,
+    fit_power_law,
+    fits_table,
+    saturating_power_law,
+)
 from benchbench.report.tables import fmt_sci, tex_escape, to_latex, to_markdown
 
 
@@ -321,3 +327,26 @@ def test_compute_multiplier_sentence_says_more_less_or_about_the_same():
     assert "BiT needs 0.5x ViT's compute" in one
     same = " ".join(equal_compute_findings(_pairs([1.05, 0.98])))
     assert "BiT needs about as much compute as ViT" in same and "x less" not in same
+
+
+def test_fit_families_table_and_band_on_a_known_law():
+    """Found by `make mutants`: fits are of the error 1 - acc, the table carries the fitted
+    range and reasons, the band brackets the fit, the envelope keeps the best point per x."""
+    rng = np.random.default_rng(0)
+    c = np.geomspace(1e12, 1e16, 8)
+    err = 0.4 * (c / 1e12) ** -0.3 + 0.1
+    pts = _points({"vit": (c, 1 - err)}, seeds=3, sigma=0.001, rng=rng)
+    worse = pts.assign(acc=pts["acc"] - 0.05, point=pts["point"] + "w",
+                       acc_values=[tuple(np.asarray(v) - 0.05) for v in pts["acc_values"]])
+    both = pd.concat([pts, worse], ignore_index=True)
+    env = envelope_points(both, "compute")
+    assert len(env) == 8 and (env["point"] == pts["point"].to_numpy()).all()
+    fits = fit_families(both, "compute", on="envelope", n_boot=30)
+    f = fits["vit"]
+    assert f.fitted and f.b == pytest.approx(0.3, abs=0.05) and f.c == pytest.approx(0.1, abs=0.02)
+    lo, hi = f.band(c)
+    assert np.isfinite(lo).all() and (lo <= f.predict(c) + 1e-9).all() and (f.predict(c) <= hi + 1e-9).all()
+    t = fits_table({"compute": fits})
+    assert t.loc[0, "x_min"] == c.min() and t.loc[0, "x_max"] == c.max()
+    assert t.loc[0, "b"] == f.b and "reason" in t.columns and t.loc[0, "n_points"] == 8
+

@@ -166,3 +166,15 @@ def test_git_sha_is_this_checkouts_head():
         pytest.skip("not a git checkout")
     assert results.git_sha() == head.stdout.strip()
     assert results.provenance()["git_sha"] == head.stdout.strip()
+
+
+def test_every_column_of_the_committed_rows_is_a_contract_column():
+    """The rows under results/ were written by the CLI: each of their keys is a known column
+    (a renamed or dropped field would leave old rows with columns no one knows)."""
+    known = set(results.ROW_FIELDS) | set(results.EXTRA_FIELDS)
+    repo = Path(results.__file__).resolve().parents[1]
+    files = sorted(repo.glob("results/*/runs/*.json"))
+    assert len(files) >= 30
+    keys = set().union(*(json.loads(p.read_text()) for p in files))
+    assert keys <= known, sorted(keys - known)
+    assert {"lr", "peak_mem_infer_bytes", "pretrain_dataset", "retry_of"} <= keys
