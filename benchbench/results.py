@@ -38,7 +38,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "macs_per_image", "fewshot_shots", "resumed", "hostname", "world_size",
     "pretrain_run_id", "pretrain_dataset", "pretrain_train_size", "pretrain_flops",
     "finetune_flops", "fewshot", "peak_mem_sum_bytes", "eval_samples", "retry_of",
-    "train_flops_budget",
+    "train_flops_budget", "threads", "error_type",
 )
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
 
