@@ -166,9 +166,8 @@ def check_keys(argv: list[str], conf_dir: str | Path) -> None:
         if (o.type != OverrideType.CHANGE or o.package or "/" in key
                 or key.split(".")[0] == "hydra"):
             continue
-        if "." not in key and isinstance(tree.get(key), dict) and key in _MOUNTED + (
-                "study", "debug"):
-            continue  # a group choice: checked by cli.check_overrides
+        if key in _MOUNTED + ("study", "debug"):
+            continue  # a group choice (model=vit_b): checked by cli.check_overrides
         known, node = _lookup(tree, key)
         if not known:
             valid = _leaves(tree)

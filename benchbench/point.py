@@ -135,8 +135,10 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
         fixed_outside = prior.get("error_type") in RETRY_BY_ITSELF
         if prior["status"] == "ok" or not (retry or fixed_outside):
             _say(_skip_message(run_id, prior, path, _no_patch(cfg, d)), quiet=not rank0)
+            # a diverged point whose lower-lr retry ran: the retry's row answers for it
             return {**summary, "status": "skipped", "prior_status": prior["status"],
-                    "error": prior.get("error"), "no_patch": _no_patch(cfg, d)}, None
+                    "error": prior.get("error"), "no_patch": _no_patch(cfg, d)}, \
+                _diverged_retry(cfg, prior)
         if fixed_outside and not retry:
             _say(f"retry {run_id}: it failed with {prior['error_type']} ({prior.get('error')}); "
                  f"that is fixed outside benchbench (data, folders), so it runs again",
