@@ -101,18 +101,22 @@ Common keys:
   study.retry_failed=true   run failed points of a study again
 
 benchbench --cfg job [overrides]   prints the resolved config (every key there is)
-benchbench-report RESULTS_DIR      the report; benchbench-status [overrides]: each point's state
+benchbench-report RESULTS_DIR      plots, tables and report.md from the rows
 README: {readme}
 """
 
 
 def help_text() -> str:
+    import textwrap
+
     lines = []
     for g in GROUPS:
-        opts = group_options(g)
-        lines.append(f"  {g + '=':<8} {', '.join(opts)}")
+        lines += textwrap.wrap(", ".join(group_options(g)), width=90,
+                               initial_indent=f"  {g + '=':<8} ", subsequent_indent=" " * 11)
     readme = PKG_DIR.parent / "README.md"
-    where = str(readme) if readme.is_file() else "https://pypi.org/project/benchbench (README)"
+    where = str(readme) if readme.is_file() else (
+        "README.md of the source; installed, it is the package description: python -c "
+        "\"import importlib.metadata as m; print(m.metadata('benchbench')['Description'])\"")
     return HELP.format(groups="\n".join(lines) + "\n", readme=where)
 
 
