@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 import uuid
+from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +82,82 @@ def check_overrides(argv: list[str]) -> None:
             )
 
 
+HELP = """\
+benchbench: scaling studies of image classifiers (ViT, BiT ResNets, hybrids), the way the
+Vision Transformer paper ran them. Each run trains and evaluates one model (or only measures
+it), and writes one result row, results/<study>/runs/<run_id>.json; benchbench-report turns
+the rows into Pareto plots, equal-compute tables and scaling fits.
+
+Usage: benchbench [group=option ...] [key=value ...]      one run
+       benchbench -m key=a,b ...  |  benchbench study=NAME   a sweep (one row per point)
+
+Groups (pick one option each):
+{groups}
+Common keys:
+  data.train_size=N  data.image_size=N  data.root=PATH  model.patch_size=N
+  train.epochs=N | train.steps=N | train.flops=F      the training budget
+  results.dir=PATH    where rows go (default results/<study>)
+  device=auto|cpu|cuda  seed=N  eval.fewshot=true  debug=smoke (every point, 2 steps)
+  study.retry_failed=true   run failed points of a study again
+
+benchbench --cfg job [overrides]   prints the resolved config (every key there is)
+benchbench-report RESULTS_DIR      plots, tables and report.md from the rows
+README: {readme}
+"""
+
+
+def help_text() -> str:
+    import textwrap
+
+    lines = []
+    for g in GROUPS:
+        lines += textwrap.wrap(", ".join(group_options(g)), width=90,
+                               initial_indent=f"  {g + '=':<8} ", subsequent_indent=" " * 11)
+    readme = PKG_DIR.parent / "README.md"
+    where = str(readme) if readme.is_file() else (
+        "README.md of the source; installed, it is the package description: python -c "
+        "\"import importlib.metadata as m; print(m.metadata('benchbench')['Description'])\"")
+    return HELP.format(groups="\n".join(lines) + "\n", readme=where)
+
+
+def check_results_dir(argv: list[str]) -> None:
+    """results.dir=PATH must be a folder we can write (Hydra's log dir goes there first and
+    would end in a chained traceback). Creates it, as the run would."""
+    import tempfile
+
+    from benchbench.errors import ResultsError
+
+    for arg in argv:
+        key, _, val = arg.partition("=")
+        if key.lstrip("+") != "results.dir" or not val or "${" in val or "," in val:
+            continue
+        path = Path(os.path.expanduser(val))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".benchbench-write-test-"):
+                pass
+        except OSError as e:
+            raise ResultsError(
+                f"cannot write the rows to results.dir={val} ({e.strerror or e}"
+                f"{': ' + str(e.filename) if getattr(e, 'filename', None) else ''}); "
+                f"set results.dir=<a writable folder>."
+            ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script `benchbench`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = os.environ.get("HYDRA_FULL_ERROR") == "1" or "verbose=true" in argv
+    if "--help" in argv or "-h" in argv:
+        print(help_text(), end="")
+        return 0
     try:
+        from benchbench.overrides import check_keys
+
         check_overrides(argv)
+        check_keys(argv, CONF_DIR)
+        if not any(a.startswith("--cfg") or a in ("--info", "-c") for a in argv):
+            check_results_dir(argv)
     except BenchbenchError as e:
         if verbose:
             traceback.print_exc()
@@ -171,8 +242,6 @@ class SweepSummary(Callback):
     per-job status files (jobs may have run in other processes or on other nodes)."""
 
     def on_multirun_end(self, config: Any, **_: Any) -> None:
-        from collections import Counter
-
         from benchbench.point import abs_path
 
         if not _is_main():
@@ -185,13 +254,33 @@ class SweepSummary(Callback):
             except (OSError, json.JSONDecodeError):
                 outs.append({"status": "lost", "row": str(p)})
         counts = Counter(o.get("status", "lost") for o in outs)
-        bad = [o for o in outs if o.get("status") not in ("ok", "skipped")]
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no points ran"
+        bad = [o for o in outs if o.get("status") not in ("ok", "skipped")
+               or o.get("prior_status", "ok") != "ok"]
+        summary = ", ".join(f"{n} {s}" + (_why_skipped(outs) if s == "skipped" else "")
+                            for s, n in sorted(counts.items())) or "no points ran"
         print(f"benchbench: sweep done: {len(outs)} points: {summary}. "
               f"Rows in {abs_path(str(config.results.dir))}/runs", flush=True)
         for o in bad:
-            print(f"  {o.get('status')}: {o.get('run_id')}: {o.get('error')}", file=sys.stderr)
+            st = o.get("status")
+            if st == "skipped":
+                st = f"skipped, already {o.get('prior_status')} (study.retry_failed=true runs it)"
+            print(f"  {st}: {o.get('run_id')}: {o.get('error')}", file=sys.stderr)
         _record(1 if bad else 0)
+
+
+def _why_skipped(outs: list[dict[str, Any]]) -> str:
+    """' (3 same run as another point: CNNs have no patch size; 2 already ok)'."""
+    ran = {o.get("run_id") for o in outs if o.get("status") != "skipped"}
+    skipped = [o for o in outs if o.get("status") == "skipped"]
+    same = [o for o in skipped if o.get("run_id") in ran]
+    rest = [o for o in skipped if o.get("run_id") not in ran]
+    parts = []
+    if same:
+        why = ": CNNs have no patch size" if all(o.get("no_patch") for o in same) else ""
+        parts.append(f"{len(same)} same run as another point{why}")
+    by_prior = Counter(o.get("prior_status") for o in rest)
+    parts += [f"{n} already {p} in the results dir" for p, n in sorted(by_prior.items())]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _is_main() -> bool:

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from benchbench.errors import BenchbenchError, ResultsError
+from benchbench.summary_line import one_line
+
+# A point that failed for one of these is run again on relaunch without being asked: the
+# fix (install the dataset, free or fix a folder) happens outside benchbench. Other
+# failures (a bad config, a crash) stay failed until study.retry_failed=true.
+RETRY_BY_ITSELF = frozenset({"DataError", "ResultsError", "PermissionError",
+                             "FileNotFoundError", "NotADirectoryError", "IsADirectoryError"})
 
 
 def abs_path(p: str) -> str:
@@ -32,10 +39,12 @@ def verbose(cfg: Any) -> bool:
 
 
 def exit_code(summary: dict[str, Any]) -> int:
-    """The CLI's exit code for a point's summary: 0 done, 2 the user's to fix, 1 it broke."""
-    if summary["status"] in ("ok", "skipped"):
+    """The CLI's exit code for a point's summary: 0 done (or done before), 2 the user's to
+    fix, 1 it broke (or it was skipped because it had failed before)."""
+    if summary["status"] == "ok" or (summary["status"] == "skipped"
+                                     and summary.get("prior_status", "ok") == "ok"):
         return 0
-    return 2 if summary.get("user_error") else 1
+    return 2 if summary.get("user_error") else 1  # a point skipped as already failed: 1
 
 
 def resolved_config(cfg: Any) -> dict[str, Any]:
@@ -100,7 +109,7 @@ def run_task_to_row(cfg: Any, *, early: BenchbenchError | None = None,
 def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
               t0: float | None) -> tuple[dict[str, Any], Any | None]:
     """One row; returns (summary, the retry's config when this point diverged and asks)."""
-    from benchbench import distributed, failures, results, wandb_log
+    from benchbench import distributed, failures, results, runtime, wandb_log
     from benchbench.tasks import TASKS
 
     t0 = time.perf_counter() if t0 is None else t0
@@ -127,16 +136,24 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
                 "user_error": True}, None
     if prior is not None and prior["status"] != "interrupted":  # interrupted: nothing to keep
         retry = bool(cfg.study.get("retry_failed", False))
-        if prior["status"] == "ok" or not retry:
-            how = "" if prior["status"] == "ok" else " (study.retry_failed=true retries it)"
-            _say(f"skip {run_id}: already {prior['status']} in {path}{how}", quiet=not rank0)
-            return {**summary, "status": "skipped", "prior_status": prior["status"]}, None
+        fixed_outside = prior.get("error_type") in RETRY_BY_ITSELF
+        if prior["status"] == "ok" or not (retry or fixed_outside):
+            _say(_skip_message(run_id, prior, path, _no_patch(cfg, d)), quiet=not rank0)
+            # a diverged point whose lower-lr retry ran: the retry's row answers for it
+            return {**summary, "status": "skipped", "prior_status": prior["status"],
+                    "error": prior.get("error"), "no_patch": _no_patch(cfg, d)}, \
+                _diverged_retry(cfg, prior)
+        if fixed_outside and not retry:
+            _say(f"retry {run_id}: it failed with {prior['error_type']} ({prior.get('error')}); "
+                 f"that is fixed outside benchbench (data, folders), so it runs again",
+                 quiet=not rank0)
 
     row = results.empty_row()
     row.update(results.provenance())
     row.update(
         run_id=run_id, study=str(cfg.study.name), task=str(cfg.task.name), seed=int(cfg.seed),
         config=d, world_size=distributed.current().world_size, retry_of=retry_of,
+        threads=runtime.num_threads(),
     )
     user_error = False
     try:
@@ -144,8 +161,9 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
             raise early
         _fill_identity(row, cfg)
         task = TASKS.get(str(cfg.task.name))
-        task(cfg, row, rdir=rdir, run_id=run_id,
-             identity=results.redact(results.identity_config(d)))
+        with runtime.sigterm_as_interrupt():  # task=measure or probe: SIGTERM -> a row
+            task(cfg, row, rdir=rdir, run_id=run_id,
+                 identity=results.redact(results.identity_config(d)))
         row["status"] = row.get("status") or "ok"  # measure may have set "oom" itself
     except KeyboardInterrupt as e:
         # Ctrl-C / preemption: with a checkpoint a relaunch resumes, and no row is written;
@@ -155,7 +173,8 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
             row.update(status="interrupted", error=str(e) or "interrupted (SIGINT)")
         raise
     except Exception as e:  # noqa: BLE001 - failures are data: one row, the sweep goes on
-        row.update(failures.classify(e, batch_size=row.get("batch_size")))
+        row.update(failures.classify(e, batch_size=row.get("batch_size")),
+                   error_type=type(e).__name__)
         user_error = failures.is_user_error(e)
         if row["status"] == failures.FAILED and verbose(cfg):
             traceback.print_exc()
@@ -170,9 +189,11 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
             wandb_log.log_row(cfg, row)
     distributed.barrier()  # the row exists before any rank goes on (transfer reads it)
     summary.update(status=row["status"], error=row.get("error"), user_error=user_error)
-    _say(_one_line(row, path), quiet=not rank0)
+    _say(one_line(row, path), quiet=not rank0)
     if row["status"] != "ok" and rank0:
-        print(f"benchbench: {row['status']}: {row.get('error')}", file=sys.stderr)
+        again = (" (fix it and relaunch: this point runs again by itself)"
+                 if row.get("error_type") in RETRY_BY_ITSELF else "")
+        print(f"benchbench: {row['status']}: {row.get('error')}{again}", file=sys.stderr)
     return summary, _diverged_retry(cfg, row)
 
 
@@ -250,21 +271,17 @@ def _say(msg: str, *, quiet: bool) -> None:
         print(msg, flush=True)
 
 
-def _one_line(row: dict[str, Any], path: Path) -> str:
-    def pct(v: Any) -> str:
-        return "-" if v is None else f"{100 * v:.1f}%"
+def _no_patch(cfg: Any, d: dict[str, Any]) -> bool:
+    """The point set a patch size its model does not have (a CNN): it is the same run at
+    every patch size."""
+    return (cfg.get("model") or {}).get("patch_size") is not None and (
+        d.get("model") or {}).get("patch_size", 0) is None
 
-    def g(v: Any, scale: float, unit: str) -> str:
-        return "-" if v is None else f"{v / scale:.3g}{unit}"
 
-    parts = [
-        f"[{row['status']}] {row.get('model') or '?'}",
-        f"data={row.get('dataset') or '-'}:{row.get('train_size') or '-'}",
-        f"top1={pct(row.get('top1'))}",
-        f"params={g(row.get('params'), 1e6, 'M')}",
-        f"GFLOPs/img={g(row.get('flops_per_image'), 1e9, '')}",
-        f"train={g(row.get('train_flops'), 1e12, ' TFLOPs')}",
-        f"wall={row.get('wall_s')}s",
-        f"-> {path}",
-    ]
-    return " ".join(parts)
+def _skip_message(run_id: str, prior: dict[str, Any], path: Path, no_patch: bool) -> str:
+    if prior["status"] == "ok":
+        same = (f" ({prior.get('model')} has no patch size: the same run at every "
+                f"model.patch_size)" if no_patch else "")
+        return f"skip {run_id}: already ok in {path}{same}"
+    return (f"skip {run_id}: already {prior['status']} in {path} ({prior.get('error')}); "
+            f"study.retry_failed=true runs it again")

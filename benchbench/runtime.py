@@ -5,6 +5,7 @@ the same way everywhere (a cuBLAS ALLOC_FAILED is `oom` in every row).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -82,6 +83,42 @@ def channels_last(cfg: Any, family: str, device) -> bool:
     return bool(val)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (e.g. task=measure): stops the point like Ctrl-C,
+    so it ends with an `interrupted` row and a message instead of a silent exit 143."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"{signal.Signals(signum).name} outside training; no checkpoint "
+                         f"(a relaunch runs the point again)")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While a task runs, SIGTERM raises Terminated, unless someone else (submitit, a
+    launcher) handles SIGTERM already. Training's SignalCatcher chains to this handler with
+    frame=None after its checkpoint: then it does nothing, and training raises its own."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if frame is not None:  # a real signal, not a chained call
+            raise Terminated(signum)
+
+    old = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def set_threads(cfg: Any) -> None:
     """CPU threads for torch. Several points at once on one machine (joblib, submitit_local)
     each default to every core, and oversubscribed OpenMP threads spin: one run measured
@@ -93,6 +130,14 @@ def set_threads(cfg: Any) -> None:
         n = os.environ.get("SLURM_CPUS_PER_TASK")
     if n:
         torch.set_num_threads(max(1, int(n)))
+
+
+def num_threads() -> int:
+    """torch's intra-op CPU threads (the row's `threads`): results on the CPU can differ in
+    the last bits between thread counts, as float sums are reduced in another order."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def assign_local_gpu(cfg: Any, job_num: int) -> None:

@@ -4,6 +4,7 @@ resolution), and link the rows.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ def resolve_checkpoint(ref: str, results_dirs: list[Path]) -> Path:
     p = Path(os.path.expanduser(ref))
     if p.is_file():
         return p
+    if _looks_like_path(ref):
+        what = "is a folder, not a checkpoint file" if p.is_dir() else "does not exist"
+        raise ConfigError(
+            f"init.checkpoint={ref}: the file {p.resolve()} {what}. Pass a .pt file written "
+            f"by benchbench (<results.dir>/ckpt/<run_id>/final.pt), or a run_id."
+        )
     for d in results_dirs:
         cand = d / "ckpt" / ref / "final.pt"
         if cand.is_file():
@@ -30,6 +37,11 @@ def resolve_checkpoint(ref: str, results_dirs: list[Path]) -> Path:
     )
 
 
+def _looks_like_path(ref: str) -> bool:
+    """A run_id is 12 hex digits; anything with a folder or a file suffix is a path."""
+    return "/" in ref or "\\" in ref or ref.startswith(("~", ".")) or Path(ref).suffix != ""
+
+
 def load_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
@@ -39,18 +51,73 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def timm_pretrained_state(name: str) -> dict[str, torch.Tensor]:
-    """timm's pretrained weights, only from the local cache (never downloaded here)."""
+    """timm's pretrained weights, only from the local cache: no network call is made (the
+    hub client would retry HTTPS for most of a minute before saying it is not cached)."""
     import timm
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    arch = name.split(".", 1)[0]
+    if not timm.is_model(arch):
+        from benchbench.errors import closest_first
+
+        near = closest_first(arch, timm.list_models())[:8]
+        raise ConfigError(f"init.checkpoint=timm:{name}: timm has no model '{arch}'. Did you "
+                          f"mean '{near[0]}'? Closest: {', '.join(near)}.")
+    missing = _weights_not_cached(name)
+    if missing:
+        raise ConfigError(_not_cached(name, missing))
     try:
-        return timm.create_model(name, pretrained=True).state_dict()
+        with _hub_offline():
+            return timm.create_model(name, pretrained=True).state_dict()
     except Exception as e:  # noqa: BLE001 - hub errors come in many types
-        raise ConfigError(
-            f"timm's pretrained '{name}' is not in the local cache ({type(e).__name__}); "
-            f"download it once on a machine with internet (HF cache), or use a benchbench "
-            f"checkpoint."
-        ) from None
+        raise ConfigError(_not_cached(name, type(e).__name__)) from None
+
+
+def _not_cached(name: str, why: str) -> str:
+    return (f"timm's pretrained '{name}' is not in the local cache ({why}); nothing is "
+            f"downloaded at run time: download it once on a machine with internet "
+            f"(python -c \"import timm; timm.create_model('{name}', pretrained=True)\", then "
+            f"copy ~/.cache/huggingface), or use a benchbench checkpoint.")
+
+
+def _weights_not_cached(name: str) -> str | None:
+    """What is missing when the weights are surely not on disk (no hub repo folder, no
+    torch.hub file); None when they may be there."""
+    try:
+        from urllib.parse import urlparse
+
+        from timm.models import get_pretrained_cfg
+        from timm.models._builder import _resolve_pretrained_source
+
+        cfg = get_pretrained_cfg(name)
+        kind, loc = _resolve_pretrained_source(cfg.to_dict()) if cfg else (None, None)
+    except Exception:  # noqa: BLE001 - timm internals moved: the offline hub still holds
+        return None
+    if kind == "hf-hub" and isinstance(loc, str):  # no repo folder: not cached, say so now
+        from huggingface_hub import constants
+
+        repo = Path(constants.HF_HUB_CACHE) / f"models--{loc.split('@')[0].replace('/', '--')}"
+        return None if repo.is_dir() else f"no {repo}"
+    if kind != "url":
+        return None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(loc).path)
+    return None if cached.is_file() else f"no {cached}"
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import (timm imports it first), so
+    setting the variable here is too late: switch its module flag for the call."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
 
 
 def _head_keys(model: nn.Module) -> set[str]:

@@ -59,6 +59,19 @@ def init_state(cfg: Any, ref: str, rdir: Path, row: dict[str, Any]) -> dict[str,
     return transfer.load_state(path)
 
 
+def _say_resume(ckpt: Path, total: int, main: bool) -> None:
+    """'resumed from step N': a relaunch after Ctrl-C or preemption picks up its checkpoint."""
+    if not (main and ckpt.is_file()):
+        return
+    import torch
+
+    try:  # mmap: only the step is read, not the weights
+        step = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("step")
+    except Exception:  # noqa: BLE001 - train() reports an unreadable checkpoint itself
+        return
+    print(f"benchbench: resumed from step {step} of {total} ({ckpt})", flush=True)
+
+
 def _max_steps(cfg: Any) -> int | None:
     """cfg.max_steps (debug=smoke's cap on every training stage), checked; None = no cap."""
     v = cfg.get("max_steps")
@@ -203,6 +216,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         model = net.module  # SyncBatchNorm on CUDA may have replaced modules
     net = torch.compile(net) if cfg.compile else net
     ckpt = rdir / "ckpt" / run_id / "last.pt"
+    _say_resume(ckpt, budget.steps, denv.is_main)
     res = train(
         net, loader.iter_from, tcfg=tcfg, budget=budget, device=device, precision=precision,
         seed=seed, ckpt_path=ckpt, identity=identity, progress=not cfg.get("quiet"),
