@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FASHION_DIR, REPO, TINY
+from conftest import FASHION_DIR, REPO, TINY
 
 QUICK = ["train.steps=2"]
 

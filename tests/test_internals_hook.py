@@ -89,6 +89,9 @@ def test_bad_internals_settings_are_refused_before_training(run_cli, tmp_path, b
     code, rdir = run_cli(bad, results=tmp_path / "bad")
     assert code == 2
     assert "eval.internals" in capsys.readouterr().err
+    if bad == "eval.internals=maybe":  # a wrong type is refused before anything runs
+        assert not (rdir / "runs").exists()
+        return
     row = _only_row(rdir)  # a config error is a failed row (as every other), before training
     assert row["status"] == "failed" and "eval.internals" in row["error"]
     assert row["steps"] is None and row["train_size"] is None
