@@ -58,18 +58,19 @@ lint: setup
 
 # Mutation testing of the pure core (not in CI): each module's mutants against its own fast
 # tests, in a temp copy (tests/mutants.py). MUTANT_SAMPLE=N tests every N-th mutant by id.
-# Entries are MODULE=PYTEST-ARGS; when the refactor lands add the FLOP counting and nested
-# subsets, e.g. benchbench/measure/flops.py=tests/test_flops.py and
-# benchbench/data/subsets.py='tests/test_data.py -k nested'.
+# Entries are MODULE=PYTEST-ARGS: the pure core (run ids, Pareto, equal compute, fits, FLOP
+# counting, nested subsets).
 MUTANT_SAMPLE  ?= 1
 MUTANT_MODULES ?= \
 	"benchbench/results.py=tests/test_results.py tests/test_fuzz.py" \
 	"benchbench/report/pareto.py=tests/test_report_stats.py -k 'pareto or frontier or owner'" \
 	"benchbench/report/compare.py=tests/test_report_stats.py" \
-	"benchbench/report/scaling.py=tests/test_report_stats.py"
+	"benchbench/report/scaling.py=tests/test_report_stats.py" \
+	"benchbench/measure/flops.py=tests/test_flops.py" \
+	"benchbench/data/subsets.py=tests/test_data.py tests/test_data_scale.py tests/test_recipes.py -k 'subset or val'"
 mutants: setup
 	$(BIN)/pip install -q 'mutmut==2.5.1'
-	$(BIN)/python tests/mutants.py --mutmut $(BIN)/mutmut --sample $(MUTANT_SAMPLE) $(MUTANT_MODULES)
+	$(BIN)/python tests/mutants.py --mutmut $(abspath $(BIN))/mutmut --sample $(MUTANT_SAMPLE) $(MUTANT_MODULES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

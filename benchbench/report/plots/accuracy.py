@@ -29,6 +29,7 @@ from benchbench.report.plots.common import (
     pad,
     save,
     seed_note,
+    selected_acc,
     subject,
     yerr,
 )
@@ -58,10 +59,10 @@ def compute_accuracy(
         color, marker, _ = families.style(f)
         ax.errorbar(d["compute"], d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt=marker,
                     color=color, alpha=0.75, label=families.label(f), zorder=3)
-        fr = d.iloc[pareto_front(d["compute"], d["acc"])]
+        fr = d.iloc[pareto_front(d["compute"], selected_acc(d))]
         ax.plot(fr["compute"], fr["acc"] * 100, color=color, lw=1.3, zorder=2)
         lines += len(fr) > 1
-    allf = pts.iloc[pareto_front(pts["compute"], pts["acc"])]
+    allf = pts.iloc[pareto_front(pts["compute"], selected_acc(pts))]
     overall = len(fams) > 1 and len(allf) > 1
     if overall:
         ax.plot(allf["compute"], allf["acc"] * 100, color="black", lw=0.8, ls="--", zorder=1)

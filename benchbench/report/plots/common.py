@@ -225,3 +225,8 @@ def count_axis(ax, values: Sequence[float], which: str = "x") -> None:
 
 def flops_note() -> str:
     return FLOPS_NOTE
+
+
+def selected_acc(d):
+    """The accuracy frontiers select on: validation (`sel`) where the rows carry it, else test."""
+    return d["sel"] if "sel" in d else d["acc"]

@@ -85,7 +85,8 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
     ci = "95% bootstrap CI over seeds" if ec.bootstrapped else "one seed per point, so no CI"
     plot.files = save(fig, out, plot.name, formats)
     plot.caption = (f"Top: each family's best {metric_label} at each {what} budget (interpolated "
-                    f"on its frontier in log-compute, not extrapolated)"
+                    f"on its frontier in log-compute, held flat past a family's last run, never "
+                    f"extrapolated below its first)"
                     + (f"; {chance_words}" if chance_words else "")
                     + "; middle: pairwise difference; bottom: how many times the budget family B "
                     f"needs to match family A; {ci}; {flops_note()}.")

@@ -23,6 +23,7 @@ from benchbench.report.plots.common import (
     plain_log,
     save,
     seed_note,
+    selected_acc,
     yerr,
 )
 
@@ -102,7 +103,7 @@ def wall_time(points: pd.DataFrame, out: Path, formats: Sequence[str],
         color, marker, _ = families.style(f)
         ax.errorbar(d["device_hours"], d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt=marker,
                     color=color, alpha=0.75, label=families.label(f))
-        fr = d.iloc[pareto_front(d["device_hours"], d["acc"])]
+        fr = d.iloc[pareto_front(d["device_hours"], selected_acc(d))]
         ax.plot(fr["device_hours"], fr["acc"] * 100, color=color, lw=1.3)
     chance_words = chance_line(ax, chance)
     pad(ax)
@@ -145,7 +146,7 @@ def speed_memory(points: pd.DataFrame, out: Path, formats: Sequence[str],
             color, marker, _ = families.style(f)
             ax.errorbar(d[col] * scale, d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt=marker,
                         color=color, alpha=0.75, label=families.label(f))
-            fr = d.iloc[pareto_front(d[col], d["acc"], minimize_x=mini)]
+            fr = d.iloc[pareto_front(d[col], selected_acc(d), minimize_x=mini)]
             ax.plot(fr[col] * scale, fr["acc"] * 100, color=color, lw=1.3)
         chance_words = chance_line(ax, chance)
         pad(ax)
