@@ -239,3 +239,21 @@ def test_speed_and_memory_come_from_measure_rows_when_present(tmp_path):
     raw, _ = runs_table(study)
     assert raw["peak FLOP/s source"].dropna().tolist() == ["table: H100 SXM"] * 2
     assert raw["MFU [%]"].dropna().tolist() == [40.0, 40.0]
+
+
+def test_an_untrustworthy_fit_quotes_no_exponent():
+    """A fit flagged untrustworthy is said as such, with its reasons, and no exponent a reader
+    could cite (the demo's Hybrid fit on 3-4 points quoted b = 2.2 before)."""
+    from types import SimpleNamespace
+
+    from benchbench.report.summary import fit_findings
+
+    bad = SimpleNamespace(fitted=True, trustworthy=False, reasons=["parameter(s) at a bound: a"],
+                          b=2.2, c=0.0, heldout_pred=float("nan"), heldout_obs=float("nan"),
+                          ci=lambda k: (0.28, 3.0))
+    (line,) = fit_findings({"hybrid": bad}, "compute", "C")
+    assert "not trustworthy (parameter(s) at a bound: a)" in line
+    assert "b = " not in line and "2.2" not in line
+    good = SimpleNamespace(**{**bad.__dict__, "trustworthy": True})
+    (line,) = fit_findings({"hybrid": good}, "compute", "C")
+    assert "b = 2.2 [95% CI 0.28, 3]" in line

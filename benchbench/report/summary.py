@@ -259,6 +259,10 @@ def fit_findings(fits: dict[str, PowerLawFit], what: str, unit: str) -> list[str
         if not fit.fitted:
             out.append(f"{F} error vs {what}: no fit ({'; '.join(fit.reasons)}).")
             continue
+        if not fit.trustworthy:  # no exponent quoted: a reader would cite it anyway
+            out.append(f"{F} error vs {what}: a power law was fitted but is not trustworthy "
+                       f"({'; '.join(fit.reasons)}), so no exponent is reported.")
+            continue
         lo, hi = fit.ci("b")
         ci = f" [95% CI {lo:.2g}, {hi:.2g}]" if np.isfinite(lo) else ""
         s = (f"{F} error vs {what}: E = a({unit} + d)^-b + c with b = {fit.b:.2g}{ci}, "
@@ -266,8 +270,7 @@ def fit_findings(fits: dict[str, PowerLawFit], what: str, unit: str) -> list[str
         if np.isfinite(fit.heldout_pred):
             s += (f"; fitted without the largest {what} it predicts {fit.heldout_pred * 100:.1f}% "
                   f"error there vs {fit.heldout_obs * 100:.1f}% observed")
-        s += "." if fit.trustworthy else f". Not trustworthy: {'; '.join(fit.reasons)}."
-        out.append(s)
+        out.append(s + ".")
     return out
 
 
