@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from benchbench import cli, jobenv, results
 
@@ -83,3 +84,48 @@ def test_submitit_local_row_names_its_log_file(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     log = Path(_row(rdir)["log_path"])
     assert log.is_file() and log.name.endswith("_0_log.out") and ".submitit" in log.parts
+
+
+def test_status_lists_each_point_of_the_launch_and_pastes_the_missing(run_cli, capsys, tmp_path):
+    from benchbench import status
+
+    code, rdir = run_cli("task=measure", "seed=0")
+    assert code == 0
+    capsys.readouterr()
+    launch = [*TINY, f"results.dir={rdir}", "task=measure", "-m", "seed=0,1"]
+    assert status.main(launch) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (ok,) = [x for x in lines if x.startswith("ok ")]
+    (missing,) = [x for x in lines if x.startswith("missing ")]
+    assert "seed=0" in ok and "seed=1" in missing
+    (row,) = (rdir / "runs").glob("*.json")
+    assert row.stem in ok and str(row) in ok
+    assert lines[-1] == "2 points: 1 ok, 1 missing"
+
+    assert status.main([*launch, "--only", "missing,failed"]) == 0
+    (paste,) = capsys.readouterr().out.splitlines()
+    assert "seed=1" in paste.split() and "-m" not in paste.split()
+    code, _ = run_cli(*paste.split(), tiny=False)  # the printed line runs the missing point
+    assert code == 0 and len(list((rdir / "runs").glob("*.json"))) == 2
+    capsys.readouterr()
+    assert status.main([*launch, "--only", "missing"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_status_names_a_broken_row_and_sees_a_running_point(run_cli, capsys):
+    from benchbench import status
+
+    code, rdir = run_cli("task=measure", "seed=0")
+    (row,) = (rdir / "runs").glob("*.json")
+    row.write_text('{"run_id": "x", "sta')  # cut mid-write by hand
+    launch = [*TINY, f"results.dir={rdir}", "task=measure", "-m", "seed=0,1"]
+    over, cfg = next(p for p in status.points(launch) if "seed=1" in p[0])
+    other = status.state_of(cfg)["run_id"]
+    (rdir / "ckpt" / other).mkdir(parents=True)
+    (rdir / "ckpt" / other / "last.pt").write_bytes(b"")
+    capsys.readouterr()
+    assert status.main(launch) == 0
+    cap = capsys.readouterr()
+    assert str(row) in cap.err and "broken row" in cap.err
+    assert cap.out.splitlines()[-1] == "2 points: 1 running, 1 missing"
+    assert status.main([*launch, "--only", "bogus"]) == 2
