@@ -144,6 +144,33 @@ def check_results_dir(argv: list[str]) -> None:
             ) from None
 
 
+# Hydra flags whose value may be the next argument (`--cfg job`); --info's value is optional.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(flags, overrides) of argv, each flag kept with its separate value: `model=x --cfg job`
+    -> (['--cfg', 'job'], ['model=x'])."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        else:
+            flags.append(arg)
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and not nxt.startswith("-") and (
+                    arg in _VALUE_FLAGS or (arg in ("--info", "-i") and nxt in _INFO_CHOICES)):
+                flags.append(nxt)
+                i += 1
+        i += 1
+    return flags, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script `benchbench`."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -174,9 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         rank_tmp = tempfile.mkdtemp(prefix=f"benchbench-rank{os.environ['RANK']}-")
         argv = [*argv, f"hydra.run.dir={rank_tmp}", f"hydra.sweep.dir={rank_tmp}"]
     old_argv = sys.argv
-    # Hydra's argparse wants flags (-m, --cfg job) before the overrides
-    flags = [a for a in argv if a.startswith("-")]
-    sys.argv = ["benchbench", *flags, *[a for a in argv if not a.startswith("-")]]
+    flags, overrides = split_flags(argv)  # Hydra's argparse wants flags before the overrides
+    sys.argv = ["benchbench", *flags, *overrides]
     try:
         _hydra_entry()
     except KeyboardInterrupt as e:

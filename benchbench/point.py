@@ -109,7 +109,7 @@ def run_task_to_row(cfg: Any, *, early: BenchbenchError | None = None,
 def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
               t0: float | None) -> tuple[dict[str, Any], Any | None]:
     """One row; returns (summary, the retry's config when this point diverged and asks)."""
-    from benchbench import distributed, failures, results, runtime, wandb_log
+    from benchbench import distributed, failures, jobenv, results, runtime, wandb_log
     from benchbench.tasks import TASKS
 
     t0 = time.perf_counter() if t0 is None else t0
@@ -150,6 +150,7 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
 
     row = results.empty_row()
     row.update(results.provenance())
+    row.update(jobenv.job_fields())
     row.update(
         run_id=run_id, study=str(cfg.study.name), task=str(cfg.task.name), seed=int(cfg.seed),
         config=d, world_size=distributed.current().world_size, retry_of=retry_of,

@@ -41,6 +41,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "train_flops_budget",
     "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
     "fewshot_dataset", "peak_flops_source", "threads", "error_type",
+    "slurm_job_id", "slurm_array_task_id", "log_path",
 )
 # What the model learned (benchbench.internals, paper Figure 7); null where it does not apply.
 INTERNALS_FIELDS: tuple[str, ...] = (

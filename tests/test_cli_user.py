@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import FASHION_DIR, REPO, TINY
 
 QUICK = ["train.steps=2"]

@@ -1,0 +1,109 @@
+"""`benchbench-status <launch overrides>`: the state of every point of a study, from its rows."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+RUNNING_S = 600  # a last.pt written this recently: the point is training now
+STATES = ("ok", "failed", "oom", "diverged", "interrupted", "running", "missing")
+
+
+def points(args: list[str]) -> list[tuple[list[str], Any]]:
+    """(overrides, composed config) of each point the launch with `args` would run: the
+    study's hydra.sweeper.params, then the command line's overrides, expanded as Hydra's
+    basic sweeper expands them; hydra.* overrides go to every point."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from benchbench import cli
+
+    cli._register_resolvers()
+    args = [a for a in args if a not in ("-m", "--multirun")]
+    hydra_args = [a for a in args if a.lstrip("+~").startswith("hydra")]
+    task_args = [a for a in args if a not in hydra_args]
+    parser = OverridesParser.create()
+    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+        base = compose("config", overrides=[a for a in args if "," not in a],
+                       return_hydra_config=True)
+        params = base.hydra.sweeper.get("params") or {}
+        spec = [f"{k}={v}" for k, v in params.items()] + task_args
+        (grid,) = BasicSweeper.split_arguments(parser.parse_overrides(spec), None)
+        return [(over, compose("config", overrides=[*hydra_args, *over],
+                               return_hydra_config=True)) for over in grid]
+
+
+def state_of(cfg: Any) -> dict[str, Any]:
+    """{run_id, state, row, log} of one composed point."""
+    from benchbench import point, results
+    from benchbench.errors import ResultsError
+
+    run_id = results.run_id_of(point.resolved_config(cfg))
+    rdir = Path(point.abs_path(str(cfg.results.dir)))
+    path = results.row_path(rdir, run_id)
+    out = {"run_id": run_id, "row": str(path), "log": None, "broken": None}
+    ckpt = rdir / "ckpt" / run_id / "last.pt"
+    fresh = ckpt.is_file() and time.time() - ckpt.stat().st_mtime < RUNNING_S
+    if path.is_file():
+        try:
+            row = results.read_row(path)
+        except ResultsError as e:
+            out["broken"] = str(e)
+        else:
+            out["log"] = row.get("log_path")
+            state = row["status"]
+            return {**out, "state": "running" if state == "interrupted" and fresh else state}
+    return {**out, "state": "running" if fresh else "missing"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `benchbench-status`."""
+    from benchbench.errors import BenchbenchError
+
+    ap = argparse.ArgumentParser(
+        prog="benchbench-status",
+        description="State of every point of a study: pass the overrides of the launch "
+                    "(e.g. study=demo, or -m seed=0,1 model=vit_micro).")
+    ap.add_argument("--only", default=None,
+                    help="comma list of states (e.g. missing,failed): print only those points, "
+                         "one line of overrides each, ready to paste after `benchbench`")
+    ns, args = ap.parse_known_args(sys.argv[1:] if argv is None else argv)
+    only = set(ns.only.split(",")) if ns.only else None
+    if only and only - set(STATES):
+        print(f"benchbench-status: error: unknown state(s) {', '.join(sorted(only - set(STATES)))}"
+              f"; states are {', '.join(STATES)}.", file=sys.stderr)
+        return 2
+    try:
+        from benchbench import cli
+
+        cli.check_overrides(args)
+        grid = points(args)
+        states = [(over, state_of(cfg)) for over, cfg in grid]
+    except BenchbenchError as e:
+        print(f"benchbench-status: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - Hydra's compose errors: one line, not a traceback
+        print(f"benchbench-status: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    for over, s in states:
+        if s["broken"]:
+            print(f"benchbench-status: broken row skipped: {s['broken']}", file=sys.stderr)
+        if only is not None:
+            if s["state"] in only:
+                print(" ".join(over))
+            continue
+        where = s["log"] or s["row"]
+        print(f"{s['state']:<11} {s['run_id']}  {' '.join(over)}  {where}")
+    if only is None:
+        counts = Counter(s["state"] for _, s in states)
+        print(f"{len(states)} points: " + ", ".join(f"{counts[k]} {k}" for k in STATES
+                                                    if counts[k]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
