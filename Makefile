@@ -67,7 +67,7 @@ MUTANT_MODULES ?= \
 	"benchbench/report/compare.py=tests/test_report_stats.py" \
 	"benchbench/report/scaling.py=tests/test_report_stats.py" \
 	"benchbench/measure/flops.py=tests/test_flops.py" \
-	"benchbench/data/subsets.py=tests/test_data.py tests/test_data_scale.py tests/test_recipes.py -k 'subset or val'"
+	"benchbench/data/subsets.py=tests/test_data.py tests/test_recipes.py -k 'subset or val or nested'"
 mutants: setup
 	$(BIN)/pip install -q 'mutmut==2.5.1'
 	$(BIN)/python tests/mutants.py --mutmut $(abspath $(BIN))/mutmut --sample $(MUTANT_SAMPLE) $(MUTANT_MODULES)
