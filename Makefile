@@ -66,8 +66,8 @@ MUTANT_MODULES ?= \
 	"benchbench/report/pareto.py=tests/test_report_stats.py -k 'pareto or frontier or owner'" \
 	"benchbench/report/compare.py=tests/test_report_stats.py" \
 	"benchbench/report/scaling.py=tests/test_report_stats.py" \
-	"benchbench/measure/flops.py=tests/test_flops.py" \
-	"benchbench/data/subsets.py=tests/test_data.py tests/test_recipes.py -k 'subset or val or nested'"
+	"benchbench/measure/flops.py=+conftest tests/test_flops.py" \
+	"benchbench/data/subsets.py=+conftest tests/test_data.py tests/test_recipes.py -k 'subset or val or nested'"
 mutants: setup
 	$(BIN)/pip install -q 'mutmut==2.5.1'
 	$(BIN)/python tests/mutants.py --mutmut $(abspath $(BIN))/mutmut --sample $(MUTANT_SAMPLE) $(MUTANT_MODULES)

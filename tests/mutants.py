@@ -22,7 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # pytest without conftest (no torch import) and with fixed hypothesis examples: a few
-# seconds per mutant instead of ~20 on 2 cores
+# seconds per mutant instead of ~20 on 2 cores; modules whose tests need the shared fixtures
+# (torch ones: FLOP counting, subsets) name them with a leading "+conftest " in MUTANT_MODULES
 PYTEST = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
           "--noconftest", "--hypothesis-seed=0"]
 
@@ -47,7 +48,10 @@ def mutmut(bin_: str, work: Path, *args: str, check: bool = False) -> subprocess
 
 
 def run_module(bin_: str, module: str, selection: str, sample: int) -> tuple[int, int, list[str]]:
-    runner = shlex.join(PYTEST) + " " + selection
+    args = PYTEST
+    if selection.startswith("+conftest "):  # these tests use tests/conftest.py's fixtures
+        args, selection = [a for a in PYTEST if a != "--noconftest"], selection[len("+conftest "):]
+    runner = shlex.join(args) + " " + selection
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
         work = Path(tmp)
         copy_tree(work)

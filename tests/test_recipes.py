@@ -267,3 +267,16 @@ def test_new_keys_left_null_keep_every_run_id():
     assert results.run_id_of(cfg) == results.run_id_of(old)
     cfg["data"]["val_split"] = 100
     assert results.run_id_of(cfg) != results.run_id_of(old)
+
+
+def test_val_count_and_carve_edges_found_by_mutants():
+    """Killed mutants of data/subsets.py: a count of 1 is valid, a remainder is spread so the
+    split has exactly n_val images, and a class too small for its share names the fix."""
+    assert val_count(1, 10) == 1 and val_count(0.5, 10) == 5
+    y = torch.arange(10).repeat(7)  # 10 classes x 7 images
+    val, rest = carve_val(y, 23)  # 23 = 10 x 2 + 3: three classes give one more
+    assert len(val) == 23 and len(rest) == 70 - 23
+    per = torch.bincount(y[val], minlength=10)
+    assert sorted(per.tolist()) == [2] * 7 + [3] * 3
+    with pytest.raises(ConfigError, match=r"which has only 7; lower data\.val_split\.$"):
+        carve_val(y, 70)
