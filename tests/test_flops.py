@@ -260,3 +260,15 @@ def test_count_keeps_mode_and_works_on_meta_and_is_quiet(caplog):
     assert model.training and not model.blocks[0].training and model.blocks[1].training
     assert count_flops(meta_model(cfg, 32, num_classes=10), 32) == cpu
     assert count_flops(model, (32, 32)) == cpu
+
+
+def test_einsum_implicit_output_is_the_once_seen_indices_in_order():
+    """Killed mutant of measure/flops.py: in implicit mode ("ij,jk", no "->") the output is
+    the indices seen once, alphabetically, so the MACs equal the explicit form's."""
+    from benchbench.measure.flops import _einsum_macs
+
+    assert _einsum_macs("ij,jk", [(2, 3), (3, 4)]) == _einsum_macs("ij,jk->ik", [(2, 3), (3, 4)]) == 24
+    assert _einsum_macs("bij,bjk", [(5, 2, 3), (5, 3, 4)]) == 5 * 24
+    # three operands: what is kept after the first contraction depends on the output indices
+    three = [(2, 3), (3, 4), (4, 5)]
+    assert _einsum_macs("iX,Xk,kl", three) == _einsum_macs("iX,Xk,kl->il", three) == 24 + 40
