@@ -119,6 +119,19 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use: SLURM_CPUS_PER_TASK, else its affinity mask (not the
+    node's count, which os.cpu_count() gives)."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+
 def set_threads(cfg: Any) -> None:
     """CPU threads for torch. Several points at once on one machine (joblib, submitit_local)
     each default to every core, and oversubscribed OpenMP threads spin: one run measured

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from benchbench.data.decode import decode_bytes
-from benchbench.data.readers.folders import available_cpus
+from benchbench.runtime import available_cpus
 
 
 def write_jpegs(root: Path, n: int, classes: int = 10, size: tuple[int, int] = (500, 375)) -> None:

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from benchbench.data import augment as aug
 from benchbench.data.base import DEFAULT_MAX_RESIDENT_BYTES, Dataset, Split, _seed
 from benchbench.data.decode import BAD_IMAGE, decode_bytes
-from benchbench.data.readers.folders import available_cpus, read_sample
+from benchbench.data.readers.folders import read_sample
 from benchbench.errors import ConfigError, DataError
+from benchbench.runtime import available_cpus
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:

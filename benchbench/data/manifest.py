@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from benchbench.errors import DataError
+from benchbench.errors import DataError, ResultsError
+from benchbench.results import atomic_write
 
 MANIFEST_VERSION = 1
 
@@ -123,10 +124,7 @@ def cached(kind: str, root: Path, key: str, stamp: str, build: Callable[[], dict
     got = build()
     got.update(root=np.array(str(root)), stamp=np.array(stamp), version=np.array(MANIFEST_VERSION))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **got)
-        os.replace(tmp, path)
-    except OSError:
+        atomic_write(path, lambda f: np.savez(f, **got))
+    except (OSError, ResultsError):
         pass  # a read-only cache: the index is rebuilt next time, nothing else is lost
     return got

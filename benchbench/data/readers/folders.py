@@ -16,6 +16,7 @@ from benchbench.data.decode import BAD_IMAGE, decode_bytes
 from benchbench.data.manifest import SampleTable, cached, fingerprint, pack_names
 from benchbench.errors import DataError
 from benchbench.registry import cfg_get as _get
+from benchbench.runtime import available_cpus  # noqa: F401 - also imported from here
 
 # ImageFolder (ImageNet layout): root/train/<class>/*.jpg and root/val/<class>/ (or test/).
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
@@ -142,13 +143,3 @@ def _decode_split(split: Split, skip_bad: bool) -> tuple[Split, list[str]]:
     return Split(x, split.y[ok]), bad
 
 
-def available_cpus() -> int:
-    """The CPUs this process may use: SLURM_CPUS_PER_TASK, else its affinity mask (not the
-    node's count, which os.cpu_count() gives)."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
