@@ -4,17 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-_SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+from benchbench.units import si
 
 
-def si(v: float | None, unit: str) -> str:
-    """5146880 -> '5.15 MFLOPs': an SI prefix chosen per value, three digits."""
-    if v is None:
-        return "-"
-    for scale, prefix in _SI:
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {prefix}{unit}"
-    return f"{v:.3g} {unit}"
+def _si(v: float | None, unit: str) -> str:
+    """5146880 -> '5.15 MFLOPs' (units.si: an SI prefix chosen per value, three digits)."""
+    m, p = si(v, na="-")
+    return m if m == "-" else f"{m} {p}{unit}"
 
 
 def _pct(v: Any) -> str:
@@ -52,7 +48,7 @@ def one_line(row: dict[str, Any], path: Path | str) -> str:
     head = [f"[{row['status']}] {row.get('model') or '?'}"]
     n = row.get("params")
     params = f"params={'-' if n is None else f'{n / 1e6:.3g}M'}"
-    flops = f"{si(row.get('flops_per_image'), 'FLOPs')}/img"
+    flops = f"{_si(row.get('flops_per_image'), 'FLOPs')}/img"
     if task == "measure":
         size = f"{row['image_size']}px" if row.get("image_size") else "-"
         parts = [*head, "measure", size, params, flops]
@@ -63,7 +59,7 @@ def one_line(row: dict[str, Any], path: Path | str) -> str:
             parts.append("speed not timed (CPU: measure.throughput=true times it)")
         mem = row.get("peak_mem_bytes")
         if mem:
-            parts.append(f"mem={si(mem, 'B')}")
+            parts.append(f"mem={_si(mem, 'B')}")
         elif speed:
             parts.append("mem=- (peak memory is measured on CUDA only)")
     elif task == "probe":
@@ -73,6 +69,6 @@ def one_line(row: dict[str, Any], path: Path | str) -> str:
         if task == "transfer":
             parts[-1] += " (fine-tuned)"
         parts += _fewshot(row)
-        parts += [params, flops, f"train={si(row.get('train_flops'), 'FLOPs')}"]
+        parts += [params, flops, f"train={_si(row.get('train_flops'), 'FLOPs')}"]
     parts += [f"wall={row.get('wall_s')}s", f"-> {path}"]
     return " ".join(parts)
