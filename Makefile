@@ -43,7 +43,7 @@ install-check:
 	$(CHECK_DIR)/venv/bin/pip install -q $(TORCH) .
 	cd $(CHECK_DIR) && ./venv/bin/benchbench task=measure model=vit_micro results.dir=$(CHECK_DIR)/measure
 	cd $(CHECK_DIR) && ./venv/bin/benchbench study=demo debug=smoke
-	test $$(ls $(CHECK_DIR)/results/smoke/demo/runs/*.json | wc -l) = 15
+	test $$(ls $(CHECK_DIR)/results/smoke/demo/runs/*.json | wc -l) = 10
 	@echo "install-check: a non-editable install runs task=measure and study=demo debug=smoke"
 
 # Data-path benchmarks (README, "Large datasets"): JSON lines on stdout

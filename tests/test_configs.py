@@ -45,8 +45,10 @@ def _grid(cfg):
 
 
 # distinct run_ids per study: every point its own run, except that CNN points at two patch
-# sizes are one run (demo, fashion_mnist_scaling: 3 BiT points collapse into the others)
-DISTINCT_RUNS = {"demo": (18, 15), "fashion_mnist_scaling": (18, 15), "paper_fig12": (40, 40),
+# sizes are one run (demo: 2 BiT points, fashion_mnist_scaling: 3, fashion_mnist_compute:
+# 12 collapse into the others)
+DISTINCT_RUNS = {"demo": (12, 10), "fashion_mnist_scaling": (18, 15),
+                 "fashion_mnist_compute": (48, 36), "paper_fig12": (40, 40),
                  "paper_fig3_4": (24, 24), "paper_fig5": (30, 30), "seed_vit_cifar10": (3, 3),
                  "fashion_mnist_internals": (6, 6),
                  "transfer_demo": (9, 9)}
@@ -78,8 +80,9 @@ def test_every_point_of_every_study_is_valid_and_builds(study):
     assert (len(points), len(ids)) == DISTINCT_RUNS[study]
 
 
-@pytest.mark.parametrize("study,rows", [("demo", 15), ("fashion_mnist_scaling", 15),
-                                        ("fashion_mnist_internals", 6)])
+@pytest.mark.parametrize("study,rows", [("demo", 10), ("fashion_mnist_scaling", 15),
+                                        ("fashion_mnist_internals", 6),
+                                        ("fashion_mnist_compute", 36)])
 def test_study_composes_to_exactly_its_committed_rows(study, rows):
     """The points a study composes to today are exactly its committed rows: a relaunch
     skips all of them (a config key added without care would change every run_id)."""

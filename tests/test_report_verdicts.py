@@ -257,3 +257,31 @@ def test_an_untrustworthy_fit_quotes_no_exponent():
     good = SimpleNamespace(**{**bad.__dict__, "trustworthy": True})
     (line,) = fit_findings({"hybrid": good}, "compute", "C")
     assert "b = 2.2 [95% CI 0.28, 3]" in line
+
+
+def _axis_points(sizes, epochs):
+    import pandas as pd
+
+    rows = [{"model": m, "patch_size": 8, "image_size": 32, "train_size": n, "epochs": e,
+             "samples_seen": n * e, "compute": c * n * e}
+            for m, c in (("ViT-micro/8", 1.0), ("R-micro", 3.0)) for n in sizes for e in epochs]
+    return pd.DataFrame(rows)
+
+
+def test_the_summary_says_what_the_compute_axis_varies():
+    """#12: a study whose budgets grow only with the data is the data question in FLOPs, not
+    Figure 5's; fixed data with varying epochs is Figure 5's; both at once is said as mixed."""
+    from benchbench.report.cost_findings import compute_axis_findings
+
+    (data_only,) = compute_axis_findings(_axis_points([1000, 3000, 9000], [8]))
+    assert "1,000 to 9,000 images" in data_only and "data question (Figures 3/4)" in data_only
+    assert "not Figure 5's" in data_only
+    (fixed,) = compute_axis_findings(_axis_points([6000], [3, 10]))
+    assert fixed.startswith("The training data are fixed (6,000 images)")
+    assert "architecture and the training length" in fixed and "Figure 5" in fixed
+    (arch,) = compute_axis_findings(_axis_points([6000], [10]))
+    assert "through the architecture only" in arch
+    (mixed,) = compute_axis_findings(_axis_points([1000, 9000], [2, 6]))
+    assert mixed.startswith("Compute varies through the training-set size (1,000 to 9,000")
+    steps = _axis_points([1000, 9000], [8]).drop(columns="epochs")  # a steps budget: passes
+    assert "not Figure 5's" in compute_axis_findings(steps)[0]

@@ -176,19 +176,20 @@ def test_sweep_status_files_feed_the_summary(tmp_path, run_cli):
 
 
 def test_smoke_mode_runs_every_point_of_a_study_for_two_steps(run_cli, capsys):
-    """debug=smoke: the demo's 18 points (15 rows) at their real models, data sizes and
+    """debug=smoke: the demo's 12 points (10 rows) at their real models, data size and
     batch, 2 steps each, in their own results folder and with their own run_ids."""
     code, rdir = run_cli("study=demo", "debug=smoke", "data.test_size=256", tiny=False,
                          results=None)
-    assert code == 0 and "18 points: 15 ok, 3 skipped" in capsys.readouterr().out
+    assert code == 0 and "12 points: 10 ok, 2 skipped" in capsys.readouterr().out
     rows = rows_of(rdir)
-    assert len(rows) == 15 and {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == 10 and {r["status"] for r in rows} == {"ok"}
     assert {r["steps"] for r in rows} == {2} and {r["samples_seen"] for r in rows} == {128}
-    assert {r["train_size"] for r in rows} == {1000, 2500, 6000}  # the study's sizes
+    assert {r["train_size"] for r in rows} == {6000}  # the study's fixed data
+    assert {r["config"]["train"]["epochs"] for r in rows} == {3, 10}
     assert all(r["infer_img_per_s"] is None for r in rows)  # smoke: no CPU timing
     assert {r["config"]["max_steps"] for r in rows} == {2}
     committed = {p.stem for p in (REPO / "results" / "demo" / "runs").glob("*.json")}
-    assert len(committed) == 15 and not committed & {r["run_id"] for r in rows}  # own ids
+    assert len(committed) == 10 and not committed & {r["run_id"] for r in rows}  # own ids
 
 
 def test_max_steps_must_be_a_positive_whole_number(run_cli, capsys):

@@ -7,6 +7,12 @@ import pandas as pd
 
 from benchbench.families import label as family_label
 from benchbench.report.compare import Z95, EqualCompute, binomial_se, seed_spread
+from benchbench.report.cost_findings import (
+    compute_axis_findings,
+    measure_findings,
+    overhead_findings,
+    speed_findings,
+)
 from benchbench.report.load import Study
 from benchbench.report.scaling import PowerLawFit
 from benchbench.units import fmt_flops
@@ -323,49 +329,6 @@ def dataset_findings(points: pd.DataFrame) -> list[str]:
     return [s]
 
 
-def speed_findings(study: Study) -> list[str]:
-    """Where the report's speed and memory come from: task=measure rows (one measurement per
-    architecture) or each training run's own, which varies with the machine's load."""
-    t = study.train
-    cols = [c for c in ("infer_img_per_s", "peak_mem_bytes", "max_batch_size") if c in t]
-    if t.empty or not cols or t[cols].notna().to_numpy().sum() == 0:
-        return []
-    from_m = t.get("speed_from_measure", pd.Series(False, index=t.index)).astype(bool)
-    if from_m.any():
-        n_arch = t.loc[from_m, ["model", "image_size"]].drop_duplicates().shape[0]
-        s = (f"Speed and memory come from the task=measure rows ({len(study.measure)} rows, "
-             f"{n_arch} architecture(s) of the training runs), not from the training runs.")
-        own = t.loc[~from_m, "model"].dropna().unique()
-        if len(own):
-            s += (f" {', '.join(map(str, own))} ha{'s' if len(own) == 1 else 've'} no measure "
-                  f"row: {'its' if len(own) == 1 else 'their'} numbers are the training runs' own.")
-        return [s]
-    s = ("Speed and memory come from each training run's own measurement (no task=measure "
-         "rows), so they vary with the machine's load")
-    v = t[t["infer_img_per_s"].notna()].groupby(["model", "image_size"])["infer_img_per_s"]
-    ratio = (v.max() / v.min())[v.size() > 1] if len(t) else pd.Series(dtype=float)
-    if len(ratio):
-        s += f" (runs of one architecture differ by up to {ratio.max():.2g}x in img/s here)"
-    return [s + "; run `benchbench task=measure` once per architecture for comparable numbers."]
-
-
-def measure_findings(measure: pd.DataFrame) -> list[str]:
-    m = measure[measure["image_size"].notna()]
-    if m.empty:
-        return []
-    top = m["image_size"].max()
-    d = m[m["image_size"] == top].groupby("model")[["infer_img_per_s", "max_batch_size"]].median()
-    out = []
-    if d["infer_img_per_s"].notna().any():
-        best = d["infer_img_per_s"].idxmax()
-        out.append(f"At {int(top)} px the fastest model is {best} "
-                   f"({d.loc[best, 'infer_img_per_s']:.3g} img/s)")
-    if d["max_batch_size"].notna().any():
-        big = d["max_batch_size"].idxmax()
-        out.append(f"the largest batch fits {big} ({int(d.loc[big, 'max_batch_size'])} images)")
-    return ["; ".join(out) + "."] if out else []
-
-
 def findings(study: Study, points: pd.DataFrame, ec: EqualCompute | None,
              fits_compute: dict[str, PowerLawFit], fits_data: dict[str, PowerLawFit],
              data_points: pd.DataFrame | None = None) -> list[str]:
@@ -378,6 +341,7 @@ def findings(study: Study, points: pd.DataFrame, ec: EqualCompute | None,
         out.append(f"Only one family ({family_label(points['family'].iloc[0])}) has ok runs: "
                    f"no comparison between families.")
     if ec is not None:
+        out += compute_axis_findings(points)
         out += equal_compute_findings(ec)
         out += leader_findings(ec)
     out += fit_findings(fits_compute, "compute", "C")
@@ -387,19 +351,3 @@ def findings(study: Study, points: pd.DataFrame, ec: EqualCompute | None,
     out += speed_findings(study)
     out += overhead_findings(study.train)
     return out
-
-
-def overhead_findings(train: pd.DataFrame) -> list[str]:
-    """How much of the runs' wall time was spent outside their training loops (start-up,
-    data, FLOP counting, evaluation, timing): the per-run overhead of the study."""
-    if train.empty or "train_wall_s" not in train or "wall_s" not in train:
-        return []
-    d = train[train["train_wall_s"].notna() & train["wall_s"].notna()]
-    if "task" in d:  # a transfer row's wall time includes its (separate) pre-training run
-        d = d[d["task"].fillna("train") == "train"]
-    wall = float(d["wall_s"].sum())
-    if d.empty or wall <= 0:
-        return []
-    frac = 1 - float(d["train_wall_s"].sum()) / wall
-    return [f"Time outside the training loops (start-up, data, FLOP counting, evaluation, "
-            f"timing): {100 * frac:.0f}% of the {wall / 60:.1f} min the {len(d)} runs took."]
