@@ -216,6 +216,10 @@ def test_summary_says_which_accuracy_selection_used(tmp_path):
     study = load_study(tmp_path / "v")
     (line,) = selection_findings(study, aggregate_points(study.train))
     assert "made on validation accuracy (val_top1)" in line
+    assert "(frontiers, best model per dataset size)" in line  # two sizes here
+    one = aggregate_points(study.train)
+    (line,) = selection_findings(study, one.assign(train_size=1000))
+    assert "(frontiers)" in line  # one dataset size: no "best model per dataset size"
 
 
 def test_speed_and_memory_come_from_measure_rows_when_present(tmp_path):

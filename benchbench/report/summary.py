@@ -31,7 +31,9 @@ def selection_findings(study: Study, points: pd.DataFrame) -> list[str]:
     swept = int((points.get("n_swept", pd.Series(1)) > 1).sum())
     if points.empty or (len(points) < 2 and not swept):
         return []  # nothing was chosen
-    what = "frontiers, best model per dataset size" + (", learning rate" if swept else "")
+    sizes = points["train_size"].nunique() if "train_size" in points else 0
+    what = ("frontiers" + (", best model per dataset size" if sizes > 1 else "")
+            + (", learning rate" if swept else ""))
     if (points.get("selected_on", pd.Series("test")) == "validation").all():
         out = [f"Every selection ({what}) was made on validation accuracy (val_top1); the "
                f"accuracies shown are the test accuracies of what validation chose."]
