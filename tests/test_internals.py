@@ -391,3 +391,23 @@ def test_internals_vs_data_plot_means_over_seeds(tmp_path):
     _png_ok(ip.internals_vs_data_plot(rows, stem), stem)
     empty = ip.draw_internals_vs_data(rows.drop(columns=["pos_grid_score"]))
     assert empty.axes[1].texts[0].get_text() == "no data"
+
+
+def test_report_internals_one_spread_line_per_model_and_the_plain_cnn_receptive_field():
+    """The summary names every model's attention spread (ViTs first, its largest training
+    set), not the first two groups; the receptive-field line is a plain ResNet's, not a
+    hybrid's stem, whichever row comes first."""
+    import numpy as np
+    import pandas as pd
+
+    from benchbench.report.internals_section import _rf_finding, _spread_per_model
+
+    spread = [("hybrid", "H/8", "h small"), ("hybrid", "H/8", "h big"),
+              ("vit", "V/16", "v16 big"), ("vit", "V/8", "v8 small"), ("vit", "V/8", "v8 big")]
+    assert _spread_per_model(spread) == ["v16 big", "v8 big", "h big"]
+    rows = pd.DataFrame({"run_id": ["h", "b"], "family": ["hybrid", "bit"],
+                         "model": ["R+ViT", "R-micro"], "image_size": [32, 32]})
+    arrays = {"h": {"cnn_rf_px": np.array([3.0, 40.0])},
+              "b": {"cnn_rf_px": np.array([7.0, 19.0, 43.0])}}
+    assert _rf_finding(rows, arrays).startswith("R-micro's receptive field is 7 px")
+    assert "from stage 3 of 3" in _rf_finding(rows, arrays)

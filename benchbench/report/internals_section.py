@@ -153,7 +153,18 @@ def _spread_finding(model: str, size: float, dists: list[np.ndarray],
     return s + "."
 
 
+def _spread_per_model(spread: list[tuple[str, str, str]], most: int = 4) -> list[str]:
+    """One attention-spread sentence per model (its largest training set), ViTs first."""
+    last = {model: (fam, line) for fam, model, line in spread}  # sizes ascend: the largest wins
+    order = sorted(last.items(), key=lambda kv: (ATTN_FAMILIES.index(kv[1][0])
+                                                 if kv[1][0] in ATTN_FAMILIES else 2, kv[0]))
+    return [line for _, (_, line) in order[:most]]
+
+
 def _rf_finding(rows: pd.DataFrame, arrays: dict[str, dict]) -> str | None:
+    """The receptive field of a CNN (a plain ResNet before a hybrid's stem)."""
+    rows = rows.assign(_hybrid=rows["family"].isin(ATTN_FAMILIES)).sort_values("_hybrid",
+                                                                               kind="stable")
     for r in rows.itertuples():
         a = arrays.get(r.run_id)
         if a is None or "cnn_rf_px" not in a:
@@ -195,7 +206,7 @@ def build(study: Study, out: Path, formats: Sequence[str]) -> InternalsSection |
             uniform = _uniform_px(arrays[d["run_id"].iloc[0]])
             panels.append((label, np.concatenate(dists, axis=1), int(d["image_size"].max()),
                            uniform))
-            spread.append(_spread_finding(model, size, dists, uniform))
+            spread.append((d["family"].iloc[0], model, _spread_finding(model, size, dists, uniform)))
     if panels:
         shown = panels[:MAX_PANELS]
         files = ip.attention_distance_plot(shown, out / "internals_attention_distance",
@@ -234,8 +245,8 @@ def build(study: Study, out: Path, formats: Sequence[str]) -> InternalsSection |
             "Seed mean ± 1 s.d. per family and patch size (one line each) against the number "
             "of training images.", files))
 
-    sec.findings = _trend_findings(trend) + spread[:2] + [f for f in [_rf_finding(rows, arrays)]
-                                                          if f]
+    sec.findings = _trend_findings(trend) + _spread_per_model(spread) + [
+        f for f in [_rf_finding(rows, arrays)] if f]
     return sec
 
 
