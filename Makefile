@@ -27,6 +27,8 @@ data:
 DEMO_DIR ?= results/demo_local
 demo: setup
 	$(BIN)/benchbench study=demo results.dir=$(DEMO_DIR)
+	$(BIN)/benchbench -m task=measure measure.throughput=true study.name=demo results.dir=$(DEMO_DIR) \
+	  model=vit_micro,hybrid_micro,bit_micro model.patch_size=8,16
 	$(BIN)/benchbench-report $(DEMO_DIR)
 
 test: setup
