@@ -411,3 +411,21 @@ def test_report_internals_one_spread_line_per_model_and_the_plain_cnn_receptive_
               "b": {"cnn_rf_px": np.array([7.0, 19.0, 43.0])}}
     assert _rf_finding(rows, arrays).startswith("R-micro's receptive field is 7 px")
     assert "from stage 3 of 3" in _rf_finding(rows, arrays)
+
+
+def test_report_internals_single_seed_trends_are_one_sentence_not_one_per_metric():
+    """With one seed per point nothing can be judged: one sentence that says so, instead of
+    a "no trend" line per model and metric; with seeds, a sentence per model and metric."""
+    import pandas as pd
+
+    from benchbench.report.internals_section import _trend_findings
+
+    base = dict(attn_dist_first_px=14.0, attn_dist_last_px=14.0, pos_grid_score=0.1)
+    one = pd.DataFrame([dict(base, model=m, train_size=n, seed=0)
+                        for m in ("V/8", "V/16") for n in (1000, 9000)])
+    (line,) = _trend_findings(one)
+    assert line.startswith("Internals of V/8, V/16: one seed per point") and "seed=0,1,2" in line
+    three = pd.DataFrame([dict(base, model="V/8", train_size=n, seed=s, pos_grid_score=0.1 * s)
+                          for n in (1000, 9000) for s in range(3)])
+    lines = _trend_findings(three)
+    assert len(lines) == 3 and all("within the seed spread" in x for x in lines)

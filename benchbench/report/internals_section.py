@@ -110,6 +110,12 @@ def _trend_findings(rows: pd.DataFrame) -> list[str]:
     what = {"attn_dist_first_px": ("first-layer mean attention distance", "px", 2),
             "attn_dist_last_px": ("last-layer mean attention distance", "px", 2),
             "pos_grid_score": ("position-embedding grid score", "", 3)}
+    seeded = rows.groupby(["model", "train_size"])["seed"].nunique()
+    if len(rows) and rows["train_size"].nunique() >= 2 and (seeded < 2).all():
+        models = ", ".join(dict.fromkeys(rows["model"].astype(str)))
+        return [f"Internals of {models}: one seed per point, so how the attention distance and "
+                f"the position-embedding grid score change with the training-set size is not "
+                f"judged (the seed spread is unknown); run seed=0,1,2 to see it."]
     for model, d in rows.groupby("model", sort=False):
         sizes = sorted(d["train_size"].dropna().unique())
         if len(sizes) < 2:
