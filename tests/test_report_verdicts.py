@@ -289,3 +289,11 @@ def test_the_summary_says_what_the_compute_axis_varies():
     assert mixed.startswith("Compute varies through the training-set size (1,000 to 9,000")
     steps = _axis_points([1000, 9000], [8]).drop(columns="epochs")  # a steps budget: passes
     assert "not Figure 5's" in compute_axis_findings(steps)[0]
+    import pandas as pd
+
+    pre = pd.DataFrame([dict(r, train_size=2000, pretrain_train_size=n)
+                        for r, n in zip(_axis_points([2000], [2, 3]).to_dict("records"),
+                                        [1000, 9000, 1000, 9000])])
+    (line,) = compute_axis_findings(pre, "pretrain_flops")  # the pre-training data vary
+    assert line.startswith("Compute here grows with the pre-training-set size (1,000 to 9,000")
+    assert compute_axis_findings(pre)[0].startswith("The training data are fixed (2,000")

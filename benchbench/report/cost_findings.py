@@ -12,37 +12,42 @@ def _count(v: float) -> str:
     return f"{int(v):,}"
 
 
-def compute_axis_findings(points: pd.DataFrame) -> list[str]:
+def compute_axis_findings(points: pd.DataFrame, compute: str = "train_flops") -> list[str]:
     """What the compute axis varies: the paper's Figure 5 holds the data fixed and varies the
     architecture and the training length; a study whose budgets grow with the training set
-    answers the data question (Figures 3/4) in FLOPs. Said from the points, not the header."""
-    need = {"compute", "train_size", "model"}
+    answers the data question (Figures 3/4) in FLOPs. Said from the points, not the header.
+    With `compute` = pretrain_flops the data are the pre-training set's."""
+    pre = compute == "pretrain_flops"
+    size, what = ("pretrain_train_size", "pre-training") if pre else ("train_size", "training")
+    need = {"compute", size, "model"}
     if points.empty or not need <= set(points) or points["compute"].nunique() < 2:
         return []
-    d = points[points["compute"].notna() & points["train_size"].notna()].copy()
+    d = points[points["compute"].notna() & points[size].notna()].copy()
     if d.empty:
         return []
-    if "samples_seen" in d and d["samples_seen"].notna().all():
-        d["_passes"] = (d["samples_seen"] / d["train_size"]).round(2)
+    if pre:  # a transfer row's samples and epochs are its fine-tune's
+        d["_passes"] = np.nan
+    elif "samples_seen" in d and d["samples_seen"].notna().all():
+        d["_passes"] = (d["samples_seen"] / d[size]).round(2)
     elif "epochs" in d:
         d["_passes"] = d["epochs"]
     else:
         d["_passes"] = np.nan
     keys = [c for c in ("model", "patch_size", "image_size") if c in d]
-    sizes = sorted(d["train_size"].unique())
-    per_arch = d.groupby([*keys, "train_size"], dropna=False)["_passes"].nunique()
+    sizes = sorted(d[size].unique())
+    per_arch = d.groupby([*keys, size], dropna=False)["_passes"].nunique()
     length_varies = bool((per_arch > 1).any())
     if len(sizes) == 1:
         how = "the architecture and the training length" if length_varies else "the architecture"
-        return [f"The training data are fixed ({_count(sizes[0])} images): compute varies through "
+        return [f"The {what} data are fixed ({_count(sizes[0])} images): compute varies through "
                 f"{how} only, as in the paper's Figure 5."]
     span = f"{_count(sizes[0])} to {_count(sizes[-1])} images"
     if not length_varies:
-        return [f"Compute here grows with the training-set size ({span}) at a fixed training "
+        return [f"Compute here grows with the {what}-set size ({span}) at a fixed training "
                 f"length per model: larger budgets also saw more data, so the compute "
                 f"frontiers answer the data question (Figures 3/4) in FLOPs, not Figure 5's "
                 f"(which holds the data fixed and varies model size and training length)."]
-    return [f"Compute varies through the training-set size ({span}), the training length and "
+    return [f"Compute varies through the {what}-set size ({span}), the training length and "
             f"the architecture at once: the frontiers mix the data question (Figures 3/4) with "
             f"Figure 5's (fixed data)."]
 

@@ -343,7 +343,7 @@ def findings(study: Study, points: pd.DataFrame, ec: EqualCompute | None,
         out.append(f"Only one family ({family_label(points['family'].iloc[0])}) has ok runs: "
                    f"no comparison between families.")
     if ec is not None:
-        out += compute_axis_findings(points)
+        out += compute_axis_findings(points, study.compute)
         out += equal_compute_findings(ec)
         out += leader_findings(ec)
     out += fit_findings(fits_compute, "compute", "C")
