@@ -295,5 +295,5 @@ def test_the_summary_says_what_the_compute_axis_varies():
                         for r, n in zip(_axis_points([2000], [2, 3]).to_dict("records"),
                                         [1000, 9000, 1000, 9000])])
     (line,) = compute_axis_findings(pre, "pretrain_flops")  # the pre-training data vary
-    assert line.startswith("Compute here grows with the pre-training-set size (1,000 to 9,000")
+    assert line.startswith("Compute here grows with the pre-training-set size (1,000 to 9,000 images):")
     assert compute_axis_findings(pre)[0].startswith("The training data are fixed (2,000")

@@ -43,8 +43,9 @@ def compute_axis_findings(points: pd.DataFrame, compute: str = "train_flops") ->
                 f"{how} only, as in the paper's Figure 5."]
     span = f"{_count(sizes[0])} to {_count(sizes[-1])} images"
     if not length_varies:
-        return [f"Compute here grows with the {what}-set size ({span}) at a fixed training "
-                f"length per model: larger budgets also saw more data, so the compute "
+        fixed = " at a fixed training length per model" if d["_passes"].notna().any() else ""
+        return [f"Compute here grows with the {what}-set size ({span}){fixed}: larger budgets "
+                f"also saw more data, so the compute "
                 f"frontiers answer the data question (Figures 3/4) in FLOPs, not Figure 5's "
                 f"(which holds the data fixed and varies model size and training length)."]
     return [f"Compute varies through the {what}-set size ({span}), the training length and "
