@@ -297,3 +297,18 @@ def test_the_summary_says_what_the_compute_axis_varies():
     (line,) = compute_axis_findings(pre, "pretrain_flops")  # the pre-training data vary
     assert line.startswith("Compute here grows with the pre-training-set size (1,000 to 9,000 images):")
     assert compute_axis_findings(pre)[0].startswith("The training data are fixed (2,000")
+
+
+def test_a_few_seeded_points_get_their_mean_and_spread_said():
+    """A seed study (one model, three seeds) says its mean, s.d. and the seeds' values; a
+    large study does not list every point."""
+    import pandas as pd
+
+    from benchbench.report.summary import seeds_finding
+
+    one = pd.DataFrame([{"model": "ViT-seed/8", "family": "vit", "acc": 0.772, "acc_std": 0.018,
+                         "n_seeds": 3, "acc_values": (0.768, 0.756, 0.791)}])
+    (line,) = seeds_finding(one)
+    assert line == "ViT-seed/8: 77.2% ± 1.8 points (mean ± s.d. over 3 seeds: 76.8, 75.6, 79.1)."
+    many = pd.concat([one] * 4, ignore_index=True)
+    assert not any("mean ± s.d." in x for x in seeds_finding(many))

@@ -65,6 +65,12 @@ def seeds_finding(points: pd.DataFrame, ec: EqualCompute | None = None) -> list[
         out.append(f"{', '.join(family_label(f) for f in pooled)} ha{'s' if len(pooled) == 1 else 've'}"
                    f" no repeated seed: {'its' if len(pooled) == 1 else 'their'} intervals use "
                    f"the seed spread pooled over the other families (assumes similar seed noise).")
+    seeded = points[n > 1]
+    if len(points) <= 3:  # a few points: each one's seed mean and spread, said outright
+        for r in seeded.itertuples():
+            vals = ", ".join(f"{100 * v:.1f}" for v in r.acc_values)
+            out.append(f"{r.model}: {100 * r.acc:.1f}% ± {100 * r.acc_std:.1f} points (mean ± "
+                       f"s.d. over {r.n_seeds} seeds: {vals}).")
     single = int((n <= 1).sum())
     if single:
         out.append(f"{single} of {len(points)} points have a single seed; their intervals use "

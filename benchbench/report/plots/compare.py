@@ -64,6 +64,12 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
             ax3.errorbar(dm["budget"] * shift, dm["multiplier"],
                          yerr=_err(dm["multiplier"], dm["mult_lo"], dm["mult_hi"], 1), fmt="o-",
                          color=color, label=f"{families.label(fb)} to match {families.label(fa)}")
+        for kind, marker, word in (("<=", "v", "at most"), (">=", "^", "at least")):
+            db = d[(d["mult_kind"] == kind) & np.isfinite(d["mult_bound"].to_numpy(float))]
+            if not db.empty:  # a frontier ends: only a bound, drawn open and pointing its way
+                ax3.plot(db["budget"] * shift, db["mult_bound"], marker, mfc="none", ls="none",
+                         color=color, label=f"{families.label(fb)} to match "
+                                            f"{families.label(fa)}: {word}")
     ax2.axhline(0, color="black", lw=0.8)
     ax2.set_ylabel("difference [points]")
     ax2.legend(**OUTSIDE)
@@ -89,13 +95,15 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
                     f"extrapolated below its first)"
                     + (f"; {chance_words}" if chance_words else "")
                     + "; middle: pairwise difference; bottom: how many times the budget family B "
-                    f"needs to match family A; {ci}; {flops_note()}.")
+                    f"needs to match family A (open triangles: only a bound, where a frontier "
+                    f"ends; pointing down: at most, up: at least); {ci}; {flops_note()}.")
     return plot
 
 
 def _multiplier_axis(ax, p: pd.DataFrame) -> None:
     """Log scale padded round the multipliers and 1x, ticked at MULT_TICKS in range."""
-    vals = np.concatenate([p[c].to_numpy(float) for c in ("multiplier", "mult_lo", "mult_hi")])
+    cols = [c for c in ("multiplier", "mult_lo", "mult_hi", "mult_bound") if c in p]
+    vals = np.concatenate([p[c].to_numpy(float) for c in cols])
     vals = vals[np.isfinite(vals) & (vals > 0)]
     lo, hi = min([1.0, *vals]), max([1.0, *vals])
     ax.set_yscale("log")
