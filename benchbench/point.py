@@ -169,7 +169,9 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
     except KeyboardInterrupt as e:
         # Ctrl-C / preemption: with a checkpoint a relaunch resumes, and no row is written;
         # without one (unwritable checkpoint dir, or stopped outside training) a row says so
-        ckpt = getattr(e, "checkpoint", None) or rdir / "ckpt" / run_id / "last.pt"
+        from benchbench.checkpoint import run_dir
+
+        ckpt = getattr(e, "checkpoint", None) or run_dir(cfg, run_id) / "last.pt"
         if not Path(ckpt).exists():
             row.update(status="interrupted", error=str(e) or "interrupted (SIGINT)")
         raise

@@ -39,14 +39,14 @@ def points(args: list[str]) -> list[tuple[list[str], Any]]:
 
 def state_of(cfg: Any) -> dict[str, Any]:
     """{run_id, state, row, log} of one composed point."""
-    from benchbench import point, results
+    from benchbench import checkpoint, point, results
     from benchbench.errors import ResultsError
 
     run_id = results.run_id_of(point.resolved_config(cfg))
     rdir = Path(point.abs_path(str(cfg.results.dir)))
     path = results.row_path(rdir, run_id)
     out = {"run_id": run_id, "row": str(path), "log": None, "broken": None}
-    ckpt = rdir / "ckpt" / run_id / "last.pt"
+    ckpt = checkpoint.run_dir(cfg, run_id) / "last.pt"  # results.checkpoint_dir too
     fresh = ckpt.is_file() and time.time() - ckpt.stat().st_mtime < RUNNING_S
     if path.is_file():
         try:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchbench.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from benchbench.checkpoint import keep_count, keep_recent, load_checkpoint, save_checkpoint, unwrap
 from benchbench.errors import ConfigError
 from benchbench.evaluate import Selection
 from benchbench.evaluate import evaluate as evaluate
@@ -205,6 +205,7 @@ def train(
     crit = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing") or 0.0))
     clip = tcfg.get("grad_clip")
     ckpt_every = float(tcfg.get("checkpoint_every_s") or 0)
+    keep = keep_count(tcfg)  # train.keep_checkpoints: step-<k>.pt files beside last.pt
     start, resumed = 0, False
     prior_train_s = prior_wall_s = 0.0
     wall_t0 = time.perf_counter() if wall_t0 is None else wall_t0
@@ -238,6 +239,7 @@ def train(
         except OSError as e:
             warnings.warn(f"cannot write checkpoint {ckpt_path} ({e.strerror or e})", stacklevel=2)
             return ckpt_path if ckpt_path.exists() else None  # an older one still resumes
+        keep_recent(ckpt_path, step, keep)
         return ckpt_path
 
     if device.type == "cuda":
@@ -327,7 +329,7 @@ def train(
     mem = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     if ckpt_path is not None and main:
         with contextlib.suppress(OSError):
-            ckpt_path.unlink()  # finished: the row is the record now
+            ckpt_path.unlink()  # finished: the row is the record now (step-<k>.pt stay)
     return TrainResult(
         steps=ran, samples_seen=ran * budget.global_batch, final_loss=final,
         train_wall_s=prior_train_s + t_end - t_start, train_img_per_s=img_s,

@@ -5,10 +5,11 @@ uses it without training steps.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-from benchbench.errors import ConfigError
+from benchbench.errors import ConfigError, ResultsError
 
 
 def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
@@ -34,7 +35,7 @@ def checkpoint_ref(ref: Any) -> str:
 def init_state(cfg: Any, ref: str, rdir: Path, row: dict[str, Any]) -> dict[str, Any]:
     """Weights to start from: timm:<name> (local cache), hf:<folder> (a transformers ViT
     folder), a run_id, or a path."""
-    from benchbench import results, transfer
+    from benchbench import checkpoint, results, transfer
     from benchbench.point import abs_path
 
     if ref.startswith("timm:"):
@@ -46,7 +47,7 @@ def init_state(cfg: Any, ref: str, rdir: Path, row: dict[str, Any]) -> dict[str,
         row["pretrain_run_id"] = ref
         return hf_pretrained_state(Path(abs_path(ref[3:])))
     dirs = [rdir] + [Path(abs_path(str(d))) for d in (cfg.init.get("results_dirs") or [])]
-    path = transfer.resolve_checkpoint(ref, dirs)
+    path = transfer.resolve_checkpoint(ref, dirs, [checkpoint.root(cfg)])
     row["pretrain_run_id"] = ref if not Path(ref).is_file() else path.parent.name
     for d in dirs:  # link the chain: the pre-training row's dataset, size and compute
         prow = results.row_path(d, row["pretrain_run_id"])
@@ -106,7 +107,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
 
     import torch
 
-    from benchbench import data, distributed, measure, models, runtime
+    from benchbench import checkpoint, data, distributed, measure, models, runtime
     from benchbench.data.augment import recipe_name
     from benchbench.evaluate import fewshot as _fewshot
     from benchbench.evaluate import selection, selection_acc
@@ -133,6 +134,12 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
                               f"got {factor}.")
         # the FLOP budget the run was given (a row column, not config: run_ids stay)
         row["train_flops_budget"] = tcfg.get("flops")
+        checkpoint.keep_count(tcfg)
+        # rank 0 writes the checkpoints; every rank stops when it cannot
+        refused = distributed.broadcast_object(
+            checkpoint.unwritable(checkpoint.run_dir(cfg, run_id), cfg) if denv.is_main else None)
+        if refused:
+            raise ResultsError(refused)
     device = runtime.resolve_device(cfg.device)
     if denv.enabled and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # this rank's (LOCAL_RANK)
@@ -215,7 +222,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         net = distributed.wrap_ddp(model, device)
         model = net.module  # SyncBatchNorm on CUDA may have replaced modules
     net = torch.compile(net) if cfg.compile else net
-    ckpt = rdir / "ckpt" / run_id / "last.pt"
+    ckpt = checkpoint.run_dir(cfg, run_id) / "last.pt"
     _say_resume(ckpt, budget.steps, denv.is_main)
     res = train(
         net, loader.iter_from, tcfg=tcfg, budget=budget, device=device, precision=precision,
@@ -233,10 +240,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         resumed=res.resumed,
     )
     if tcfg.get("save_final") and denv.is_main:
-        from benchbench.train import save_checkpoint
-
-        save_checkpoint(rdir / "ckpt" / run_id / "final.pt",
-                        {"model": model.state_dict(), "identity": identity, "step": res.steps})
+        _save_final(row, ckpt.with_name("final.pt"), model, identity, res.steps)
 
     # under DDP: the bare model (no DDP collectives in forward), counts summed across ranks
     ev = evaluate(model if denv.enabled else net,
@@ -251,6 +255,22 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         _fewshot(*probe)
     internals_hook.measure(cfg, row, model, ds, **learned)
     _measure_trained(cfg, row, model, denv, device, precision, image_size, ds.channels, cl, fl)
+
+
+def _save_final(row: dict[str, Any], path: Path, model: Any, identity: dict[str, Any],
+                steps: int) -> None:
+    """train.save_final: the final (selected) weights only, no optimizer state, into
+    `path`; the row's weights_path says where. A failed write (full disk) is the row's
+    error, not a lost run: the row keeps its results."""
+    from benchbench.checkpoint import save_checkpoint
+
+    try:
+        save_checkpoint(path, {"model": model.state_dict(), "identity": identity, "step": steps})
+    except OSError as e:
+        row["error"] = f"final weights: cannot write {path} ({e.strerror or e})"
+        warnings.warn(row["error"], stacklevel=2)
+        return
+    row["weights_path"] = str(path)
 
 
 def _measure_trained(cfg: Any, row: dict[str, Any], model: Any, denv: Any, device: Any,
