@@ -1,5 +1,5 @@
-"""Training curves (metrics/<run_id>.csv), progress lines for logs and periodic evaluation
-(issue 14 item 1), through the real CLI on tiny runs."""
+"""Training curves (metrics/<run_id>.csv), progress lines for logs, periodic evaluation, and
+the point's live wandb run (issue 14 items 1 and 2), through the real CLI on tiny runs."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,26 @@ def test_a_terminal_gets_the_tqdm_bar_instead_of_lines(run_cli, capsys, monkeypa
     assert code == 0 and "] step " not in cap.out and "train:" in cap.err
 
 
+def test_transfer_fine_tune_has_its_own_curve_under_the_transfer_run_id(run_cli, monkeypatch,
+                                                                         tmp_path):
+    from test_transfer import FT
+
+    fake = FakeWandb(tmp_path / "results")
+    monkeypatch.setitem(sys.modules, "wandb", fake.module())
+    code, rdir = run_cli(*FT, "train.steps=3", "task.finetune.train.log_every=2",
+                         "eval.fewshot=false", "wandb.enabled=true")
+    rows = {r["task"]: r for r in results.load_rows(rdir)[0]}
+    assert code == 0 and set(rows) == {"train", "transfer"}
+    assert steps(curve_of(rdir, rows["train"]["run_id"])) == [3]  # pre-training: log_every 50
+    ft = curve_of(rdir, rows["transfer"]["run_id"])
+    assert steps(ft) == [2, 4] and int(ft[-1]["samples_seen"]) == rows["transfer"]["samples_seen"]
+    # one wandb run per stage, one after the other, each with its own curve
+    assert [k["id"] for k in fake.inits] == [rows["train"]["run_id"], rows["transfer"]["run_id"]]
+    assert [k["job_type"] for k in fake.inits] == ["train", "transfer"]
+    assert [s for s, _, _ in fake.logs] == [3, 2, 4]
+    assert [r.finished for r in fake.runs] == [[0], [0]]
+
+
 @pytest.mark.parametrize("how", [{"train": {"lr": 0.1, "log_every": 7}},
                                  {"eval": {"batch_size": 8, "every_steps": 100}},
                                  {"progress": False},
@@ -219,3 +240,100 @@ def test_transfer_demo_still_composes_to_its_committed_run_ids():
     rows, _ = results.load_rows(REPO / "results" / "transfer_demo")
     for task in ids:
         assert ids[task] == {r["run_id"] for r in rows if r["task"] == task}, task
+
+
+class FakeWandb:
+    """A wandb module that records the calls benchbench makes."""
+
+    def __init__(self, rdir: Path, fail_log: bool = False):
+        self.rdir, self.fail_log = rdir, fail_log
+        self.inits, self.logs, self.runs = [], [], []
+
+    def module(self) -> types.ModuleType:
+        mod = types.ModuleType("wandb")
+        mod.init = self.init
+        return mod
+
+    def init(self, **kw):
+        fake = self
+
+        class Run:
+            def __init__(self):
+                self.summary, self.finished, self.preempting = {}, [], False
+
+            def log(self, data, step=None):
+                fake.logs.append((step, data, (fake.rdir / "runs").exists()))
+                if fake.fail_log:
+                    raise ConnectionError("wandb.log: network down")
+
+            def mark_preempting(self):
+                self.preempting = True
+
+            def finish(self, exit_code=None):
+                self.finished.append(exit_code)
+
+        self.inits.append(kw)
+        self.runs.append(Run())
+        return self.runs[-1]
+
+
+def test_wandb_run_starts_with_training_logs_the_curve_live_and_ends_with_the_row(
+        run_cli, monkeypatch, tmp_path, capsys):
+    fake = FakeWandb(tmp_path / "results")
+    monkeypatch.setitem(sys.modules, "wandb", fake.module())
+    code, rdir = run_cli(*QUICK, "wandb.enabled=true", "+wandb.api_key=SECRET-k")
+    row = one_row(rdir)
+    (kw,) = fake.inits
+    assert code == 0 and kw["id"] == row["run_id"] and kw["resume"] == "allow"
+    assert kw["group"] == "default" and kw["name"] == "ViT-micro/8 n=256 seed=0"
+    assert kw["mode"] == "offline" and kw["config"]["wandb"]["api_key"] == "***"
+    assert [s for s, _, _ in fake.logs] == [2, 4]
+    assert not any(saved for _, _, saved in fake.logs)  # logged while training, before the row
+    curve = {int(r["step"]): r for r in curve_of(rdir)}
+    for s, data, _ in fake.logs:
+        assert data["train/loss"] == pytest.approx(float(curve[s]["loss"]), rel=1e-5)
+        assert {"train/lr", "train/samples_seen", "train/grad_norm"} <= set(data)
+    (run,) = fake.runs
+    assert run.summary["top1"] == row["top1"] and run.summary["status"] == "ok"
+    assert "config" not in run.summary and run.finished == [0]
+    assert "wandb logging failed" not in capsys.readouterr().err
+
+
+def test_a_wandb_log_failure_mid_training_is_one_warning_and_costs_nothing(
+        run_cli, monkeypatch, tmp_path, capsys):
+    fake = FakeWandb(tmp_path / "results", fail_log=True)
+    monkeypatch.setitem(sys.modules, "wandb", fake.module())
+    code, rdir = run_cli(*QUICK, "train.log_every=1", "wandb.enabled=true")
+    err = capsys.readouterr().err
+    assert code == 0 and one_row(rdir)["status"] == "ok" and steps(curve_of(rdir)) == [1, 2, 3, 4]
+    assert len(fake.logs) == 1  # wandb is left alone after its first failure
+    assert err.count("wandb logging failed") == 1 and "network down" in err
+    assert fake.runs[0].finished == [0]  # the started run still ends, with the row
+
+
+def test_an_interrupted_point_leaves_its_wandb_run_resumable(run_cli, monkeypatch, tmp_path):
+    fake = FakeWandb(tmp_path / "results")
+    monkeypatch.setitem(sys.modules, "wandb", fake.module())
+    args = ["train.steps=6", "train.log_every=1", "wandb.enabled=true"]
+    with monkeypatch.context() as m:
+        _signal_at(m, signal.SIGINT, step=2)  # checkpoint at step 3
+        code, rdir = run_cli(*args)
+    assert code == 130 and not (rdir / "runs").exists()
+    first = fake.runs[0]
+    assert first.summary["status"] == "interrupted" and first.preempting and first.finished == [1]
+    code, _ = run_cli(*args)
+    row = one_row(rdir)
+    assert code == 0 and [k["id"] for k in fake.inits] == [row["run_id"]] * 2
+    assert all(k["resume"] == "allow" for k in fake.inits)
+    assert [s for s, _, _ in fake.logs] == [1, 2, 3, 4, 5, 6]  # the relaunch goes on from 4
+    assert fake.runs[1].summary["status"] == "ok" and fake.runs[1].finished == [0]
+
+
+def test_a_point_that_fails_before_training_still_gets_its_wandb_run(run_cli, monkeypatch,
+                                                                       tmp_path):
+    fake = FakeWandb(tmp_path / "results")
+    monkeypatch.setitem(sys.modules, "wandb", fake.module())
+    code, rdir = run_cli(*QUICK, "train.batch_size=512", "wandb.enabled=true")
+    assert code == 2 and len(fake.inits) == 1 and not fake.logs
+    assert fake.runs[0].summary["status"] == "failed" and fake.runs[0].finished == [1]
+

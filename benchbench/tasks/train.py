@@ -262,17 +262,21 @@ def _monitor(cfg: Any, tcfg: Any, row: dict[str, Any], budget: Any, *, rdir: Pat
              main: bool) -> tuple[bool, Any]:
     """(tqdm bar?, the curve's Monitor). The bar: `progress` and not `quiet`, on a terminal.
     Progress lines (stdout, every train.log_every steps): `progress` and no bar showing (a
-    log file, or quiet=true). Rank 0 writes the CSV and the lines."""
+    log file, or quiet=true). Rank 0 writes the CSV and lines and starts the wandb run."""
     import sys
 
-    from benchbench import curves
+    from benchbench import curves, wandb_log
 
     progress = bool(cfg.get("progress", True))
     bar = progress and not cfg.get("quiet")
+    live = wandb_log.current() if main else None
+    if live is not None:
+        live.start(row)  # the point's wandb run: from the first step, not after the row
     return bar, curves.Monitor(
         every=curves.log_every(tcfg), total=budget.steps, global_batch=budget.global_batch,
         run_id=run_id, writer=curves.CurveWriter(curves.curve_path(rdir, run_id)) if main else None,
-        lines=main and progress and not (bar and sys.stderr.isatty()))
+        lines=main and progress and not (bar and sys.stderr.isatty()),
+        sink=live.log if live is not None else None)
 
 
 def _measure_trained(cfg: Any, row: dict[str, Any], model: Any, denv: Any, device: Any,
