@@ -337,3 +337,20 @@ def test_a_point_that_fails_before_training_still_gets_its_wandb_run(run_cli, mo
     assert code == 2 and len(fake.inits) == 1 and not fake.logs
     assert fake.runs[0].summary["status"] == "failed" and fake.runs[0].finished == [1]
 
+
+
+def test_status_sees_a_point_with_a_fresh_curve_as_running_at_its_last_step(tmp_path, capsys):
+    from conftest import TINY
+
+    from benchbench import status
+
+    launch = [*TINY, f"results.dir={tmp_path}", "train.steps=400"]
+    ((_, cfg),) = status.points(launch)
+    run_id = status.state_of(cfg)["run_id"]
+    path = curves.curve_path(tmp_path, run_id)
+    path.parent.mkdir()
+    path.write_text(",".join(curves.COLUMNS) + "\n50,3200,2.3,0.001,900,0.1,1.2,,,5\n100,64")
+    assert status.main(launch) == 0  # no checkpoint yet (the first comes after 300 s)
+    (line, total) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"running     {run_id}") and line.endswith("  at step 50")
+    assert total == "1 points: 1 running"
