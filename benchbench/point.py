@@ -157,12 +157,13 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
         threads=runtime.num_threads(),
     )
     user_error = False
+    live = wandb_log.PointRun(cfg, run_id, enabled=rank0)  # started when training starts
     try:
         if early is not None:
             raise early
         _fill_identity(row, cfg)
         task = TASKS.get(str(cfg.task.name))
-        with runtime.sigterm_as_interrupt():  # task=measure or probe: SIGTERM -> a row
+        with runtime.sigterm_as_interrupt(), live.active():  # measure/probe: SIGTERM -> a row
             task(cfg, row, rdir=rdir, run_id=run_id,
                  identity=results.redact(results.identity_config(d)))
         row["status"] = row.get("status") or "ok"  # measure may have set "oom" itself
@@ -187,9 +188,11 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
         if row.get("train_wall_s") is not None:
             row["overhead_s"] = round(row["wall_s"] - row["train_wall_s"], 3)
         row = {k: results.sanitize(v) for k, v in row.items()}
-        if row.get("status") is not None and rank0:  # only rank 0 writes the row
-            _save_row(row, rdir, path)
-            wandb_log.log_row(cfg, row)
+        try:
+            if row.get("status") is not None and rank0:  # only rank 0 writes the row
+                _save_row(row, rdir, path)
+        finally:  # the row as the wandb run's summary; no status: resumable (interrupted)
+            live.end(row)
     distributed.barrier()  # the row exists before any rank goes on (transfer reads it)
     summary.update(status=row["status"], error=row.get("error"), user_error=user_error)
     _say(one_line(row, path), quiet=not rank0)

@@ -130,9 +130,15 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if data.get("fingerprint"):  # the dataset is its content: a copy elsewhere is the same
             data.pop("root", None)
         out["data"] = data
-    if isinstance(out.get("eval"), Mapping):  # internals are extra measures, not the run
+    if isinstance(out.get("eval"), Mapping):  # internals, curve evals: extra measures, not the run
         out["eval"] = {k: v for k, v in out["eval"].items()
-                       if k not in ("internals", "internals_images")}
+                       if k not in ("internals", "internals_images", "every_steps")}
+    task = out.get("task")
+    ft = task.get("finetune") if isinstance(task, Mapping) else None
+    if isinstance(ft, Mapping) and isinstance(ft.get("train"), Mapping):
+        # the fine-tune's log_every too; its other how-keys were in transfer run_ids already
+        out["task"] = {**task, "finetune": {
+            **ft, "train": {k: v for k, v in ft["train"].items() if k != "log_every"}}}
     return out
 
 

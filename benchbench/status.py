@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-RUNNING_S = 600  # a last.pt written this recently: the point is training now
+RUNNING_S = 600  # a last.pt or training curve written this recently: the point is training now
 STATES = ("ok", "failed", "oom", "diverged", "interrupted", "running", "missing")
 
 
@@ -38,16 +38,19 @@ def points(args: list[str]) -> list[tuple[list[str], Any]]:
 
 
 def state_of(cfg: Any) -> dict[str, Any]:
-    """{run_id, state, row, log} of one composed point."""
-    from benchbench import checkpoint, point, results
+    """{run_id, state, row, log, step} of one composed point (step: its curve's last row)."""
+    from benchbench import checkpoint, curves, point, results
     from benchbench.errors import ResultsError
 
     run_id = results.run_id_of(point.resolved_config(cfg))
     rdir = Path(point.abs_path(str(cfg.results.dir)))
     path = results.row_path(rdir, run_id)
-    out = {"run_id": run_id, "row": str(path), "log": None, "broken": None}
+    curve = curves.curve_path(rdir, run_id)
+    out = {"run_id": run_id, "row": str(path), "log": None, "broken": None,
+           "step": _last_step(curve)}
     ckpt = checkpoint.run_dir(cfg, run_id) / "last.pt"  # results.checkpoint_dir too
-    fresh = ckpt.is_file() and time.time() - ckpt.stat().st_mtime < RUNNING_S
+    fresh = any(p.is_file() and time.time() - p.stat().st_mtime < RUNNING_S
+                for p in (ckpt, curve))
     if path.is_file():
         try:
             row = results.read_row(path)
@@ -58,6 +61,17 @@ def state_of(cfg: Any) -> dict[str, Any]:
             state = row["status"]
             return {**out, "state": "running" if state == "interrupted" and fresh else state}
     return {**out, "state": "running" if fresh else "missing"}
+
+
+def _last_step(curve: Path) -> int | None:
+    """The step of a training curve's last whole row (None: no curve yet)."""
+    try:
+        lines = curve.read_text().splitlines(keepends=True)
+    except OSError:
+        return None
+    whole = [ln for ln in lines[1:] if ln.endswith("\n")]
+    first = whole[-1].split(",", 1)[0] if whole else ""
+    return int(first) if first.isdigit() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(" ".join(over))
             continue
         where = s["log"] or s["row"]
-        print(f"{s['state']:<11} {s['run_id']}  {' '.join(over)}  {where}")
+        step = f"  at step {s['step']}" if s["state"] == "running" and s["step"] else ""
+        print(f"{s['state']:<11} {s['run_id']}  {' '.join(over)}  {where}{step}")
     if only is None:
         counts = Counter(s["state"] for _, s in states)
         print(f"{len(states)} points: " + ", ".join(f"{counts[k]} {k}" for k in STATES

@@ -4,7 +4,7 @@ status, signals -> a checkpoint and Interrupted.
 Reads top to bottom: Budget, SignalCatcher, train(). The recipe pieces (lr, warm-up,
 schedule, optimizer) live in `optim`, validation-based selection in `evaluate`. Evaluation lives in
 `evaluate`, checkpoints in `checkpoint`; both are re-exported here for callers of
-`benchbench.train`.
+`benchbench.train`. The training curve's rows go to a `curves.Monitor`.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from benchbench.checkpoint import keep_count, keep_recent, load_checkpoint, save_checkpoint, unwrap
+from benchbench.curves import Monitor
 from benchbench.errors import ConfigError
-from benchbench.evaluate import Selection
+from benchbench.evaluate import Periodic, Selection
 from benchbench.evaluate import evaluate as evaluate
 from benchbench.evaluate import extract_features as extract_features
 from benchbench.evaluate import fewshot_probe as fewshot_probe
@@ -174,6 +175,8 @@ def train(
     warmup: int | None = None,
     selection: Selection | None = None,
     wall_t0: float | None = None,
+    monitor: Monitor | None = None,
+    periodic: Periodic | None = None,
 ) -> TrainResult:
     """Train `model` for `budget.steps` steps on `batches(start_step)`; resumable.
 
@@ -191,6 +194,8 @@ def train(
     `lr` and `warmup` (steps) override train.lr / the warm-up from tcfg; `selection`
     validates during training (best weights restored, early stop). Training and wall time
     (from `wall_t0`) of earlier segments are kept in the checkpoint and add up on resume.
+    `monitor` gets the training curve's rows (every rank must pass one: the rows' steps are
+    sync points); `periodic` adds accuracy to it (eval.every_steps) without changing training.
     """
     from benchbench import distributed
 
@@ -253,9 +258,16 @@ def train(
     last_ckpt = time.monotonic()
     step = start
     eval_s, stopped = 0.0, False  # validation time is kept out of img/s
-    with SignalCatcher() as sig:
+    loss_sum, loss_n, gnorm = None, 0, None  # the curve's loss: the mean since its last row
+    if monitor is not None:
+        monitor.begin(start, prior_train_s)
+    with SignalCatcher() as sig, monitor or contextlib.nullcontext():
         it = batches(start)
         for step in range(start, budget.steps):
+            done = step + 1  # optimizer steps after this one (the curve's step)
+            sel_due = selection is not None and (done % selection.every == 0 or done == budget.steps)
+            per_due = periodic is not None and done % periodic.every == 0
+            row_due = monitor is not None and (sel_due or per_due or monitor.due(done))
             if sig.signum is not None and not dist_on:
                 saved = checkpoint(step)
                 sig.chain()
@@ -265,7 +277,10 @@ def train(
                 timed_from, timed_t0 = step, time.perf_counter()
             # dropout / drop-path: resumable, and independent across ranks' slices
             torch.manual_seed(seed * 1_000_003 + step + rank * 7_919_000_003)
+            t_wait = time.perf_counter()
             x, y = next(it)
+            if monitor is not None:
+                monitor.waited(time.perf_counter() - t_wait)
             if micro >= len(y):
                 with autocast(device, precision):
                     logits = model(x)
@@ -275,18 +290,23 @@ def train(
             else:
                 opt.zero_grad(set_to_none=True)
                 loss = _accumulate(model, crit, x, y, micro, device, precision)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+            if clip:  # the total norm before clipping, kept on the device
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+            elif row_due:
+                gnorm = _grad_norm(model)
+            lr_now = opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
-            log_now = step % SYNC_EVERY == 0 or step == budget.steps - 1
+            loss_n += 1
+            loss_sum = loss.detach().float() + (0.0 if loss_sum is None else loss_sum)
+            log_now = step % SYNC_EVERY == 0 or step == budget.steps - 1 or row_due
             if log_now or on_step is not None:
                 if dist_on:  # mean loss and "any rank signalled", in one all-reduce
                     flag = 0.0 if sig.signum is None else 1.0
                     both = torch.stack([loss.detach().float(),
-                                        torch.tensor(flag, device=loss.device)])
-                    loss_val, stop = distributed.all_reduce_sum(both).tolist()
-                    loss_val /= world_size
+                                        torch.tensor(flag, device=loss.device), loss_sum])
+                    loss_val, stop, mean_loss = distributed.all_reduce_sum(both).tolist()
+                    loss_val, mean_loss = loss_val / world_size, mean_loss / world_size / loss_n
                     if stop:
                         saved = checkpoint(step + 1)
                         distributed.barrier()  # the checkpoint is complete before any exit
@@ -294,6 +314,7 @@ def train(
                         raise Interrupted(sig.signum or signal.SIGTERM, step + 1, saved)
                 else:
                     loss_val = float(loss.detach())  # a sync; only every few steps
+                    mean_loss = float(loss_sum) / loss_n if row_due else loss_val
                 if not math.isfinite(loss_val):
                     raise Diverged(step, loss_val)
                 if on_step is not None:
@@ -304,12 +325,24 @@ def train(
                                     img_s=f"{(step + 1 - start) * budget.global_batch / max(elapsed, 1e-9):.0f}")
             if bar is not None:
                 bar.update(1)
-            if selection is not None and ((step + 1) % selection.every == 0 or step + 1 == budget.steps):
+            evals: dict[str, float | None] = {}
+            if sel_due or per_due:
                 t_eval = time.perf_counter()
-                stopped = selection.check(model, step + 1)
-                eval_s += time.perf_counter() - t_eval if timed_from is not None else 0.0
-                if stopped:
-                    break
+                if sel_due:
+                    stopped = selection.check(model, done)
+                    evals["val_top1"] = selection.last
+                if per_due:  # measures only: dropout is re-seeded every step, data is per step
+                    evals.update(periodic.measure(model, not sel_due))
+                took = time.perf_counter() - t_eval
+                eval_s += took if timed_from is not None else 0.0
+                if monitor is not None:
+                    monitor.paused(took)
+            if row_due:
+                monitor.report(done, loss=mean_loss, lr=lr_now,
+                               grad_norm=None if gnorm is None else float(gnorm), **evals)
+                loss_sum, loss_n = None, 0
+            if stopped:
+                break
             if ckpt_every and time.monotonic() - last_ckpt > ckpt_every:
                 checkpoint(step + 1)
                 last_ckpt = time.monotonic()
@@ -358,6 +391,12 @@ def _accumulate(model: nn.Module, crit: nn.Module, x: torch.Tensor, y: torch.Ten
         total = part.detach() if total is None else total + part.detach()
     assert total is not None
     return total
+
+
+def _grad_norm(model: nn.Module) -> torch.Tensor | None:
+    """The total 2-norm of the gradients (what clip_grad_norm_ returns), for the curve."""
+    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else None
 
 
 def _progress(total: int, start: int, enabled: bool):

@@ -107,10 +107,10 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
 
     import torch
 
-    from benchbench import checkpoint, data, distributed, measure, models, runtime
+    from benchbench import checkpoint, curves, data, distributed, measure, models, runtime
     from benchbench.data.augment import recipe_name
     from benchbench.evaluate import fewshot as _fewshot
-    from benchbench.evaluate import selection, selection_acc
+    from benchbench.evaluate import periodic, selection, selection_acc
     from benchbench.tasks import internals_hook
     from benchbench.train import (
         Budget,
@@ -128,6 +128,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     cap = _max_steps(cfg) if train_steps else None
     if train_steps:  # a zero or negative budget is refused before any data is loaded
         resolve_budget(tcfg, flops_per_image=1, steps_per_epoch=1)
+        curves.log_every(tcfg)
         factor = tcfg.get("retry_diverged_lr_factor")
         if factor is not None and not (isinstance(factor, int | float) and 0 < factor < 1):
             raise ConfigError(f"train.retry_diverged_lr_factor must be in (0, 1) or null, "
@@ -212,6 +213,9 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=lr, augment=augment)
     sel = selection(tcfg, val, ds.num_classes, eval_bs, loader.steps_per_epoch, device,
                     precision, denv)
+    per = periodic(cfg, lambda: _capped(test.eval_batches(eval_bs), cfg.eval.get("max_samples"),
+                                        denv.world_size),
+                   val, ds.num_classes, eval_bs, device, precision, denv)
     if tcfg.get("grad_checkpointing"):
         if not hasattr(model, "set_grad_checkpointing"):
             raise ConfigError(f"train.grad_checkpointing: {type(model).__name__} has no "
@@ -224,11 +228,12 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     net = torch.compile(net) if cfg.compile else net
     ckpt = checkpoint.run_dir(cfg, run_id) / "last.pt"
     _say_resume(ckpt, budget.steps, denv.is_main)
+    bar, monitor = _monitor(cfg, tcfg, row, budget, rdir=rdir, run_id=run_id, main=denv.is_main)
     res = train(
         net, loader.iter_from, tcfg=tcfg, budget=budget, device=device, precision=precision,
-        seed=seed, ckpt_path=ckpt, identity=identity, progress=not cfg.get("quiet"),
+        seed=seed, ckpt_path=ckpt, identity=identity, progress=bar,
         rank=denv.rank, world_size=denv.world_size, lr=lr, warmup=warmup, selection=sel,
-        wall_t0=wall_t0,
+        wall_t0=wall_t0, monitor=monitor, periodic=per,
     )
     row.update(
         steps=res.steps, epochs=res.samples_seen / len(ds.train.y), prior_wall_s=res.prior_wall_s,
@@ -271,6 +276,27 @@ def _save_final(row: dict[str, Any], path: Path, model: Any, identity: dict[str,
         warnings.warn(row["error"], stacklevel=2)
         return
     row["weights_path"] = str(path)
+
+
+def _monitor(cfg: Any, tcfg: Any, row: dict[str, Any], budget: Any, *, rdir: Path, run_id: str,
+             main: bool) -> tuple[bool, Any]:
+    """(tqdm bar?, the curve's Monitor). The bar: `progress` and not `quiet`, on a terminal.
+    Progress lines (stdout, every train.log_every steps): `progress` and no bar showing (a
+    log file, or quiet=true). Rank 0 writes the CSV and lines and starts the wandb run."""
+    import sys
+
+    from benchbench import curves, wandb_log
+
+    progress = bool(cfg.get("progress", True))
+    bar = progress and not cfg.get("quiet")
+    live = wandb_log.current() if main else None
+    if live is not None:
+        live.start(row)  # the point's wandb run: from the first step, not after the row
+    return bar, curves.Monitor(
+        every=curves.log_every(tcfg), total=budget.steps, global_batch=budget.global_batch,
+        run_id=run_id, writer=curves.CurveWriter(curves.curve_path(rdir, run_id)) if main else None,
+        lines=main and progress and not (bar and sys.stderr.isatty()),
+        sink=live.log if live is not None else None)
 
 
 def _measure_trained(cfg: Any, row: dict[str, Any], model: Any, denv: Any, device: Any,
