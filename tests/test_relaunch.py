@@ -44,7 +44,7 @@ def test_relaunch_submits_only_the_points_not_done(run_cli, capsys):
     assert code == 0
     assert "benchbench: 2 of 3 points are done; submitting 1" in out
     assert len(lines(out, "[ok]")) == 1 and not lines(out, "skip ")  # one job, no skip inside
-    assert "3 points: 1 ok, 2 skipped (2 already ok in the results dir)" in out
+    assert "3 points: 1 ok, 2 skipped (2 already ok in the results dir)" in out, out
     assert {p: p.stat().st_mtime_ns for p in before} == before  # done rows untouched
     assert len(rows_of(rdir)) == 3
 
@@ -52,6 +52,8 @@ def test_relaunch_submits_only_the_points_not_done(run_cli, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "benchbench: all 3 points are done; nothing to submit" in out
     assert not lines(out, "[") and "3 points: 3 skipped" in out
+    assert len(list((rdir / "logs").glob("sweep-*"))) == 3  # one log dir per launch, even
+    # two launches in one process within a second (the summary reads only its own)
 
 
 def test_a_kept_failure_is_not_submitted_and_the_relaunch_still_exits_1(run_cli, capsys):
