@@ -196,6 +196,19 @@ def test_of_processes_claiming_at_once_exactly_one_wins(tmp_path, stale_first):
     assert list((tmp_path / "claims").iterdir()) == []  # released; no temp or lock file left
 
 
+def test_a_takeover_never_removes_a_claim_made_since_it_looked(tmp_path, capsys):
+    """Two launches see one stale claim; the first takes it over and claims the point. The
+    second's takeover, acting on what it saw before, must leave the new claim alone."""
+    path = _claim(tmp_path, "p", age_s=1000)
+    seen = claims.read(path)
+    assert claims.stale_reason(seen, 300) is not None
+    path.write_text(json.dumps({**seen, "token": "n" * 32, "heartbeat": time.time()}))
+    claims._take_over(path, seen, "stale", 300)
+    assert claims.read(path)["token"] == "n" * 32 and "taking over" not in capsys.readouterr().out
+    claims._take_over(path, claims.read(path), "stale", 300)  # what it saw: removed
+    assert not path.exists()
+
+
 def test_status_lists_a_point_that_does_not_resolve_as_an_error_and_goes_on(capsys, tmp_path):
     launch = [f"results.dir={tmp_path}", "-m", "model.variant=ViT-B/16,ViT-Q/3", *MEASURE]
     assert status.main(launch) == 0
