@@ -106,11 +106,23 @@ def run_task_to_row(cfg: Any, *, early: BenchbenchError | None = None,
     return summary
 
 
+def keeps(prior: dict[str, Any], retry_failed: bool) -> bool:
+    """The relaunch rule: a point with this earlier row is not run again. An ok row is kept;
+    a failed one too unless study.retry_failed or the failure is fixed outside benchbench
+    (RETRY_BY_ITSELF); an interrupted row never (it holds nothing)."""
+    if prior["status"] == "interrupted":
+        return False
+    if prior["status"] == "ok":
+        return True
+    return not (retry_failed or prior.get("error_type") in RETRY_BY_ITSELF)
+
+
 def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
               t0: float | None) -> tuple[dict[str, Any], Any | None]:
-    """One row; returns (summary, the retry's config when this point diverged and asks)."""
-    from benchbench import distributed, failures, jobenv, results, runtime, wandb_log
-    from benchbench.tasks import TASKS
+    """One row; returns (summary, the retry's config when this point diverged and asks).
+    The point is claimed first (benchbench.claims): a point that another live process is
+    computing is not run here, and writes no row."""
+    from benchbench import claims, distributed, results
 
     t0 = time.perf_counter() if t0 is None else t0
     try:
@@ -123,6 +135,27 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
         early = e
     run_id = results.run_id_of(d)
     rdir = Path(abs_path(str(cfg.results.dir)))
+    rank0 = distributed.is_main()
+    claim = claims.acquire(rdir, run_id, claims.settings(cfg)) if rank0 else claims.NOT_CLAIMED
+    holder = distributed.broadcast_object(claim.holder)
+    if holder is not None:
+        why = claims.describe(holder)
+        _say(f"skip {run_id}: {why}; not run here (a relaunch after it ends skips or "
+             f"resumes it)", quiet=not rank0)
+        return {"run_id": run_id, "row": str(results.row_path(rdir, run_id)),
+                "status": "running", "error": why}, None
+    try:
+        return _run_claimed(cfg, d, run_id, rdir, early=early, retry_of=retry_of, t0=t0)
+    finally:
+        claim.release()
+
+
+def _run_claimed(cfg: Any, d: dict[str, Any], run_id: str, rdir: Path, *,
+                 early: BenchbenchError | None, retry_of: str | None,
+                 t0: float) -> tuple[dict[str, Any], Any | None]:
+    from benchbench import distributed, failures, jobenv, results, runtime, wandb_log
+    from benchbench.tasks import TASKS
+
     path = results.row_path(rdir, run_id)
     summary: dict[str, Any] = {"run_id": run_id, "row": str(path)}
     rank0 = distributed.is_main()
@@ -137,7 +170,7 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
     if prior is not None and prior["status"] != "interrupted":  # interrupted: nothing to keep
         retry = bool(cfg.study.get("retry_failed", False))
         fixed_outside = prior.get("error_type") in RETRY_BY_ITSELF
-        if prior["status"] == "ok" or not (retry or fixed_outside):
+        if keeps(prior, retry):
             _say(_skip_message(run_id, prior, path, _no_patch(cfg, d)), quiet=not rank0)
             # a diverged point whose lower-lr retry ran: the retry's row answers for it
             return {**summary, "status": "skipped", "prior_status": prior["status"],
@@ -219,7 +252,7 @@ def _save_row(row: dict[str, Any], rdir: Path, path: Path) -> None:
         ) from None
 
 
-def _diverged_retry(cfg: Any, row: dict[str, Any]) -> Any | None:
+def _diverged_retry(cfg: Any, row: dict[str, Any], *, quiet: bool = False) -> Any | None:
     """train.retry_diverged_lr_factor: a diverged training point once more at lr x factor.
     The retry is a new point (new run_id, `retry_of` links it); it does not retry again."""
     factor = (cfg.get("train") or {}).get("retry_diverged_lr_factor")
@@ -235,7 +268,7 @@ def _diverged_retry(cfg: Any, row: dict[str, Any]) -> Any | None:
         new.train.lr = float(f"{float(base) * float(factor):.12g}")  # 0.005, not ...01
         new.train.retry_diverged_lr_factor = None
     _say(f"retry {row['run_id']} at train.lr={new.train.lr:g} (diverged at step "
-         f"{row.get('diverged_step')})", quiet=not is_main())
+         f"{row.get('diverged_step')})", quiet=quiet or not is_main())
     return new
 
 

@@ -262,7 +262,7 @@ def iter_row_files(results_dir: str | os.PathLike) -> list[Path]:
     root = Path(results_dir)
     if (root / "runs").is_dir():
         root = root / "runs"
-    skip = {"report", "logs", "ckpt", "wandb", "status"}  # not rows (report/wandb, sweep status)
+    skip = {"report", "logs", "ckpt", "wandb", "status", "claims"}  # not rows (report/wandb, sweep status, claims)
     return sorted(
         p for p in root.rglob("*.json")
         if not p.name.startswith(".") and not skip & set(p.relative_to(root).parts[:-1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import time
 import warnings
@@ -98,19 +99,29 @@ def resolve_budget(tcfg: Any, *, flops_per_image: int | None, steps_per_epoch: i
 class SignalCatcher:
     """Turns SIGTERM/SIGINT/SIGUSR2 into a flag checked at step boundaries, so the loop can
     checkpoint before stopping. The previous handler (e.g. submitit's requeue on SIGUSR2)
-    is called after the checkpoint is written."""
+    is called after the checkpoint is written.
+
+    Under submitit, SIGTERM only asks for a checkpoint (`save_signum`) and training goes on:
+    submitit bypasses SIGTERM (SLURM sends it on cancel or preemption, often before the USR2
+    on which submitit requeues), so exiting on it would lose the requeue."""
 
     SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.save_signum: int | None = None
+        self.save_only: frozenset[int] = frozenset()
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> SignalCatcher:
         import threading
 
+        from benchbench.jobenv import submitit_bypasses_sigterm
+
         if threading.current_thread() is not threading.main_thread():
             return self  # signals can only be handled in the main thread
+        if submitit_bypasses_sigterm():
+            self.save_only = frozenset({signal.SIGTERM})
         for name in self.SIGNALS:
             sig = getattr(signal, name, None)
             if sig is not None:
@@ -118,15 +129,33 @@ class SignalCatcher:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum in self.save_only:
+            self.save_signum = signum
+            return
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.signum = signum
 
-    def chain(self) -> None:
+    def chain(self, signum: int | None = None) -> None:
         """Call the handler that was installed before ours (submitit requeues here)."""
-        old = self._old.get(self.signum) if self.signum is not None else None
+        signum = self.signum if signum is None else signum
+        old = self._old.get(signum) if signum is not None else None
         if callable(old) and old not in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler):
-            old(self.signum, None)
+            old(signum, None)
+
+    def saved(self, step: int, where: Path | None) -> None:
+        """After the checkpoint a save-only signal asked for: say so, hand it on, go on."""
+        import sys
+
+        signum, self.save_signum = self.save_signum, None
+        if signum is None:
+            return
+        name = signal.Signals(signum).name
+        what = f"checkpoint {where}" if where is not None else "no checkpoint could be written"
+        print(f"benchbench: {name} at step {step} under submitit: {what}; training goes on "
+              f"(submitit requeues on SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')})",
+              file=sys.stderr, flush=True)
+        self.chain(signum)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -272,6 +301,8 @@ def train(
                 saved = checkpoint(step)
                 sig.chain()
                 raise Interrupted(sig.signum, step, saved)
+            if sig.save_signum is not None and not dist_on:  # SIGTERM under submitit
+                sig.saved(step, checkpoint(step))
             if step - start == warm_steps:
                 _sync(device)
                 timed_from, timed_t0 = step, time.perf_counter()
@@ -301,17 +332,21 @@ def train(
             loss_sum = loss.detach().float() + (0.0 if loss_sum is None else loss_sum)
             log_now = step % SYNC_EVERY == 0 or step == budget.steps - 1 or row_due
             if log_now or on_step is not None:
-                if dist_on:  # mean loss and "any rank signalled", in one all-reduce
-                    flag = 0.0 if sig.signum is None else 1.0
+                if dist_on:  # mean loss, "any rank stops", "any rank saves": one all-reduce
+                    flags = [float(sig.signum is not None), float(sig.save_signum is not None)]
                     both = torch.stack([loss.detach().float(),
-                                        torch.tensor(flag, device=loss.device), loss_sum])
-                    loss_val, stop, mean_loss = distributed.all_reduce_sum(both).tolist()
+                                        *torch.tensor(flags, device=loss.device), loss_sum])
+                    loss_val, stop, save, mean_loss = distributed.all_reduce_sum(both).tolist()
                     loss_val, mean_loss = loss_val / world_size, mean_loss / world_size / loss_n
                     if stop:
                         saved = checkpoint(step + 1)
                         distributed.barrier()  # the checkpoint is complete before any exit
                         sig.chain()
                         raise Interrupted(sig.signum or signal.SIGTERM, step + 1, saved)
+                    if save:
+                        saved = checkpoint(step + 1)
+                        distributed.barrier()
+                        sig.saved(step + 1, saved)
                 else:
                     loss_val = float(loss.detach())  # a sync; only every few steps
                     mean_loss = float(loss_sum) / loss_n if row_due else loss_val
