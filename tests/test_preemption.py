@@ -29,7 +29,7 @@ def _wait(what, timeout: float = 90.0):
 
 
 def test_sigterm_then_usr2_under_submitit_requeues_and_resumes_to_the_same_row(tmp_path,
-                                                                                run_cli):
+                                                                                run_cli, capsys):
     """SLURM on preemption: SIGTERM (submitit bypasses it), then USR2 (submitit requeues).
     SIGTERM writes a checkpoint and the job trains on; USR2 checkpoints again, submitit
     requeues the job, the new process resumes from the checkpoint, and the row is the row
@@ -78,3 +78,11 @@ def test_sigterm_then_usr2_under_submitit_requeues_and_resumes_to_the_same_row(t
     assert got["steps"] == want["steps"] == 30 and got["samples_seen"] == want["samples_seen"]
     assert got["top1"] == want["top1"] and got["final_loss"] == pytest.approx(want["final_loss"])
     assert not list(rdir.glob("ckpt/*/last.pt")) and not list(rdir.glob("claims/*"))
+
+    from benchbench import status  # the launch's overrides: the point is ok, with the job's log
+
+    capsys.readouterr()
+    assert status.main([*TINY, *POINT, f"results.dir={rdir}"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"ok          {got['run_id']}") and got["log_path"] in shown
+    assert got["log_path"] == claim["log_path"] and "1 points: 1 ok" in shown
