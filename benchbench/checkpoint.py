@@ -1,15 +1,66 @@
-"""Checkpoints: atomic save, and a load that refuses one written for a different config."""
+"""Checkpoints: where a run's go, atomic save, the last N kept, and a load that refuses one
+written for a different config.
+
+A run's folder is `<results.checkpoint_dir>/<run_id>` (by default `<results.dir>/ckpt/<run_id>`):
+`last.pt` (weights, optimizer and schedule: what a relaunch resumes from; deleted when the run
+ends), `step-<k>.pt` (the last `train.keep_checkpoints` of those, kept) and `final.pt` (the
+final weights only, with `train.save_final`).
+"""
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchbench.errors import BenchbenchError
+from benchbench.errors import BenchbenchError, ConfigError
+
+
+def root(cfg: Any) -> Path:
+    """Where runs' checkpoint folders go: results.checkpoint_dir, else <results.dir>/ckpt."""
+    from benchbench.point import abs_path
+
+    res = cfg.results
+    if res.get("checkpoint_dir"):
+        return Path(abs_path(os.path.expanduser(str(res.checkpoint_dir))))
+    return Path(abs_path(str(res.dir))) / "ckpt"
+
+
+def run_dir(cfg: Any, run_id: str) -> Path:
+    """The folder of `run_id`'s checkpoints under `cfg.results`."""
+    return root(cfg) / run_id
+
+
+def unwritable(folder: Path, cfg: Any) -> str | None:
+    """Why checkpoints cannot be written to `folder` (a typo, a read-only or missing scratch
+    filesystem), found before training by making it and writing a file there; None: they can."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".probe."):
+            pass
+    except OSError as e:
+        where = cfg.results.get("checkpoint_dir")
+        key = (f"results.checkpoint_dir={where}" if where
+               else f"results.dir={cfg.results.dir} (checkpoints go to its ckpt/)")
+        return (f"{key}: cannot write checkpoints to {folder} ({e.strerror or e}); set "
+                f"results.checkpoint_dir=<a writable folder>.")
+    return None
+
+
+def keep_count(tcfg: Any) -> int:
+    """train.keep_checkpoints, checked: how many of the latest checkpoints stay on disk."""
+    n = tcfg.get("keep_checkpoints", 1)
+    n = 1 if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"train.keep_checkpoints must be a whole number >= 1, got {n!r}.")
+    return n
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -22,6 +73,37 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+_STEP_RE = re.compile(r"step-(\d+)\.pt")
+
+
+def keep_recent(last: Path, step: int, keep: int) -> None:
+    """With keep > 1, keep the just-saved `last` as `step-<step>.pt` too (a hard link: no
+    second copy on disk; a copy where links are not supported) and delete all but the
+    `keep` newest step files. A failure is a warning: `last` still resumes."""
+    if keep <= 1:
+        return
+    snap = last.with_name(f"step-{step}.pt")
+    tmp = last.with_name(f".{snap.name}.{os.getpid()}.tmp")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            os.link(last, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(last, tmp)
+        os.replace(tmp, snap)
+        steps = sorted((int(m.group(1)), p) for p in last.parent.iterdir()
+                       if (m := _STEP_RE.fullmatch(p.name)))
+        for _, old in steps[:-keep]:
+            old.unlink()
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        warnings.warn(f"cannot keep checkpoint {snap} ({e.strerror or e})", stacklevel=3)
 
 
 def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:

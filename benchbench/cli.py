@@ -46,13 +46,14 @@ def _record(code: int) -> None:
         outcome.code = code
 
 
-def _register_resolvers() -> None:
+def _register_resolvers(*, fresh: bool = False) -> None:
     from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver("bb_uid"):
-        # Unique per launch: log dirs named by time alone collide (Hydra #1817, #2925).
+    if fresh or not OmegaConf.has_resolver("bb_uid"):
+        # Unique per launch: log dirs named by time alone collide (Hydra #1817, #2925), and
+        # so do two launches in one process within a second (a relaunch with nothing to run)
         uid = uuid.uuid4().hex[:6]
-        OmegaConf.register_new_resolver("bb_uid", lambda: uid)
+        OmegaConf.register_new_resolver("bb_uid", lambda: uid, replace=True)
 
 
 def group_options(group: str) -> list[str]:
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"benchbench: error: {e}", file=sys.stderr)
         return 2
-    _register_resolvers()
+    _register_resolvers(fresh=True)
     outcome = Outcome()
     token = _OUTCOME.set(outcome)
     rank_tmp = None

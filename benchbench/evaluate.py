@@ -144,10 +144,11 @@ class Selection:
     best_step: int | None = None
     bad: int = 0
     state: dict[str, Any] | None = None
+    last: float | None = None  # the latest validation accuracy (a training-curve column)
 
     def check(self, model: nn.Module, step: int) -> bool:
         """Evaluate after `step` steps; True when training should stop."""
-        acc = self.validate(model)
+        acc = self.last = self.validate(model)
         if acc is not None and (self.best is None or acc > self.best):
             self.best, self.best_step, self.bad = acc, step, 0
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
@@ -162,6 +163,41 @@ class Selection:
         if saved:
             self.best, self.best_step = saved["best"], saved["best_step"]
             self.bad, self.state = saved["bad"], saved["state"]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """eval.every_steps: accuracy every `every` steps for the training curve only (the run
+    computes the same): `measure(model, with_val)` -> test_top1 (and val_top1 when asked)."""
+
+    every: int
+    measure: Callable[[nn.Module, bool], dict[str, float | None]]
+
+
+def periodic(cfg: Any, test_batches: Callable[[], Iterator[Any]], val: Any, num_classes: int,
+             eval_bs: int, device: Any, precision: str, denv: Any) -> Periodic | None:
+    """eval.every_steps (null: off): the test split (capped as the final evaluation) and, with
+    a data.val_split, validation, on the current weights; reuses `evaluate`/`selection_acc`."""
+    from benchbench import distributed
+
+    every = cfg.eval.get("every_steps")
+    if every is None:
+        return None
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"eval.every_steps must be a whole number of steps >= 1 or null, "
+                          f"got {every!r}.")
+
+    def measure(model: nn.Module, with_val: bool) -> dict[str, float | None]:
+        m = unwrap(model) if denv.enabled else model  # under DDP: the bare model, as the final eval
+        out = {"test_top1": evaluate(m, test_batches(), num_classes=num_classes, device=device,
+                                     precision=precision,
+                                     all_reduce=distributed.all_reduce_sum if denv.enabled
+                                     else None)["top1"]}
+        if with_val and val is not None:
+            out["val_top1"] = selection_acc(m, val, num_classes, eval_bs, device, precision, denv)
+        return out
+
+    return Periodic(every=every, measure=measure)
 
 
 def probe_dataset(cfg: Any, ds: Any) -> Any:

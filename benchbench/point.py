@@ -106,11 +106,23 @@ def run_task_to_row(cfg: Any, *, early: BenchbenchError | None = None,
     return summary
 
 
+def keeps(prior: dict[str, Any], retry_failed: bool) -> bool:
+    """The relaunch rule: a point with this earlier row is not run again. An ok row is kept;
+    a failed one too unless study.retry_failed or the failure is fixed outside benchbench
+    (RETRY_BY_ITSELF); an interrupted row never (it holds nothing)."""
+    if prior["status"] == "interrupted":
+        return False
+    if prior["status"] == "ok":
+        return True
+    return not (retry_failed or prior.get("error_type") in RETRY_BY_ITSELF)
+
+
 def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
               t0: float | None) -> tuple[dict[str, Any], Any | None]:
-    """One row; returns (summary, the retry's config when this point diverged and asks)."""
-    from benchbench import distributed, failures, jobenv, results, runtime, wandb_log
-    from benchbench.tasks import TASKS
+    """One row; returns (summary, the retry's config when this point diverged and asks).
+    The point is claimed first (benchbench.claims): a point that another live process is
+    computing is not run here, and writes no row."""
+    from benchbench import claims, distributed, results
 
     t0 = time.perf_counter() if t0 is None else t0
     try:
@@ -123,6 +135,27 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
         early = e
     run_id = results.run_id_of(d)
     rdir = Path(abs_path(str(cfg.results.dir)))
+    rank0 = distributed.is_main()
+    claim = claims.acquire(rdir, run_id, claims.settings(cfg)) if rank0 else claims.NOT_CLAIMED
+    holder = distributed.broadcast_object(claim.holder)
+    if holder is not None:
+        why = claims.describe(holder)
+        _say(f"skip {run_id}: {why}; not run here (a relaunch after it ends skips or "
+             f"resumes it)", quiet=not rank0)
+        return {"run_id": run_id, "row": str(results.row_path(rdir, run_id)),
+                "status": "running", "error": why}, None
+    try:
+        return _run_claimed(cfg, d, run_id, rdir, early=early, retry_of=retry_of, t0=t0)
+    finally:
+        claim.release()
+
+
+def _run_claimed(cfg: Any, d: dict[str, Any], run_id: str, rdir: Path, *,
+                 early: BenchbenchError | None, retry_of: str | None,
+                 t0: float) -> tuple[dict[str, Any], Any | None]:
+    from benchbench import distributed, failures, jobenv, results, runtime, wandb_log
+    from benchbench.tasks import TASKS
+
     path = results.row_path(rdir, run_id)
     summary: dict[str, Any] = {"run_id": run_id, "row": str(path)}
     rank0 = distributed.is_main()
@@ -137,7 +170,7 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
     if prior is not None and prior["status"] != "interrupted":  # interrupted: nothing to keep
         retry = bool(cfg.study.get("retry_failed", False))
         fixed_outside = prior.get("error_type") in RETRY_BY_ITSELF
-        if prior["status"] == "ok" or not (retry or fixed_outside):
+        if keeps(prior, retry):
             _say(_skip_message(run_id, prior, path, _no_patch(cfg, d)), quiet=not rank0)
             # a diverged point whose lower-lr retry ran: the retry's row answers for it
             return {**summary, "status": "skipped", "prior_status": prior["status"],
@@ -157,19 +190,22 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
         threads=runtime.num_threads(),
     )
     user_error = False
+    live = wandb_log.PointRun(cfg, run_id, enabled=rank0)  # started when training starts
     try:
         if early is not None:
             raise early
         _fill_identity(row, cfg)
         task = TASKS.get(str(cfg.task.name))
-        with runtime.sigterm_as_interrupt():  # task=measure or probe: SIGTERM -> a row
+        with runtime.sigterm_as_interrupt(), live.active():  # measure/probe: SIGTERM -> a row
             task(cfg, row, rdir=rdir, run_id=run_id,
                  identity=results.redact(results.identity_config(d)))
         row["status"] = row.get("status") or "ok"  # measure may have set "oom" itself
     except KeyboardInterrupt as e:
         # Ctrl-C / preemption: with a checkpoint a relaunch resumes, and no row is written;
         # without one (unwritable checkpoint dir, or stopped outside training) a row says so
-        ckpt = getattr(e, "checkpoint", None) or rdir / "ckpt" / run_id / "last.pt"
+        from benchbench.checkpoint import run_dir
+
+        ckpt = getattr(e, "checkpoint", None) or run_dir(cfg, run_id) / "last.pt"
         if not Path(ckpt).exists():
             row.update(status="interrupted", error=str(e) or "interrupted (SIGINT)")
         raise
@@ -185,9 +221,11 @@ def _run_once(cfg: Any, *, early: BenchbenchError | None, retry_of: str | None,
         if row.get("train_wall_s") is not None:
             row["overhead_s"] = round(row["wall_s"] - row["train_wall_s"], 3)
         row = {k: results.sanitize(v) for k, v in row.items()}
-        if row.get("status") is not None and rank0:  # only rank 0 writes the row
-            _save_row(row, rdir, path)
-            wandb_log.log_row(cfg, row)
+        try:
+            if row.get("status") is not None and rank0:  # only rank 0 writes the row
+                _save_row(row, rdir, path)
+        finally:  # the row as the wandb run's summary; no status: resumable (interrupted)
+            live.end(row)
     distributed.barrier()  # the row exists before any rank goes on (transfer reads it)
     summary.update(status=row["status"], error=row.get("error"), user_error=user_error)
     _say(one_line(row, path), quiet=not rank0)
@@ -214,7 +252,7 @@ def _save_row(row: dict[str, Any], rdir: Path, path: Path) -> None:
         ) from None
 
 
-def _diverged_retry(cfg: Any, row: dict[str, Any]) -> Any | None:
+def _diverged_retry(cfg: Any, row: dict[str, Any], *, quiet: bool = False) -> Any | None:
     """train.retry_diverged_lr_factor: a diverged training point once more at lr x factor.
     The retry is a new point (new run_id, `retry_of` links it); it does not retry again."""
     factor = (cfg.get("train") or {}).get("retry_diverged_lr_factor")
@@ -230,7 +268,7 @@ def _diverged_retry(cfg: Any, row: dict[str, Any]) -> Any | None:
         new.train.lr = float(f"{float(base) * float(factor):.12g}")  # 0.005, not ...01
         new.train.retry_diverged_lr_factor = None
     _say(f"retry {row['run_id']} at train.lr={new.train.lr:g} (diverged at step "
-         f"{row.get('diverged_step')})", quiet=not is_main())
+         f"{row.get('diverged_step')})", quiet=quiet or not is_main())
     return new
 
 

@@ -41,7 +41,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "train_flops_budget",
     "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
     "fewshot_dataset", "peak_flops_source", "threads", "error_type",
-    "slurm_job_id", "slurm_array_task_id", "log_path",
+    "slurm_job_id", "slurm_array_task_id", "log_path", "weights_path",
 )
 # What the model learned (benchbench.internals, paper Figure 7); null where it does not apply.
 INTERNALS_FIELDS: tuple[str, ...] = (
@@ -104,24 +104,41 @@ def _drop_null_neutral(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# train.* keys added after transfer rows existed that change how, not what: dropped from the
+# fine-tune's train too (the older ones stay there, so earlier transfer run_ids stay).
+_NEW_HOW_KEYS = ("keep_checkpoints",)
+
+
 def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved config that defines what a run computes."""
     out = _drop_null_neutral({k: v for k, v in cfg.items() if k not in _NON_IDENTITY_KEYS})
     train = dict(out.get("train") or {})
     for k in ("checkpoint_every_s", "log_every", "save_final",  # how, not what
-              "micro_batch_size", "grad_checkpointing", "retry_diverged_lr_factor"):
+              "micro_batch_size", "grad_checkpointing", "retry_diverged_lr_factor",
+              *_NEW_HOW_KEYS):
         train.pop(k, None)
     if train:
         out["train"] = train
+    task = out.get("task")
+    ft = task.get("finetune") if isinstance(task, Mapping) else None
+    if isinstance(ft, Mapping) and isinstance(ft.get("train"), Mapping):
+        ft_train = {k: v for k, v in ft["train"].items() if k not in _NEW_HOW_KEYS}
+        out["task"] = {**task, "finetune": {**ft, "train": ft_train}}
     data = out.get("data")
     if isinstance(data, Mapping):
         data = {k: v for k, v in data.items() if k != "num_workers"}  # how fast, not what
         if data.get("fingerprint"):  # the dataset is its content: a copy elsewhere is the same
             data.pop("root", None)
         out["data"] = data
-    if isinstance(out.get("eval"), Mapping):  # internals are extra measures, not the run
+    if isinstance(out.get("eval"), Mapping):  # internals, curve evals: extra measures, not the run
         out["eval"] = {k: v for k, v in out["eval"].items()
-                       if k not in ("internals", "internals_images")}
+                       if k not in ("internals", "internals_images", "every_steps")}
+    task = out.get("task")
+    ft = task.get("finetune") if isinstance(task, Mapping) else None
+    if isinstance(ft, Mapping) and isinstance(ft.get("train"), Mapping):
+        # the fine-tune's log_every too; its other how-keys were in transfer run_ids already
+        out["task"] = {**task, "finetune": {
+            **ft, "train": {k: v for k, v in ft["train"].items() if k != "log_every"}}}
     return out
 
 
@@ -245,7 +262,7 @@ def iter_row_files(results_dir: str | os.PathLike) -> list[Path]:
     root = Path(results_dir)
     if (root / "runs").is_dir():
         root = root / "runs"
-    skip = {"report", "logs", "ckpt", "wandb", "status"}  # not rows (report/wandb, sweep status)
+    skip = {"report", "logs", "ckpt", "wandb", "status", "claims"}  # not rows (report/wandb, sweep status, claims)
     return sorted(
         p for p in root.rglob("*.json")
         if not p.name.startswith(".") and not skip & set(p.relative_to(root).parts[:-1])

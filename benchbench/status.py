@@ -8,14 +8,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-RUNNING_S = 600  # a last.pt written this recently: the point is training now
-STATES = ("ok", "failed", "oom", "diverged", "interrupted", "running", "missing")
+RUNNING_S = 600  # no claim (claims off, an older run): a last.pt or curve this recent means running
+STATES = ("ok", "failed", "oom", "diverged", "interrupted", "running", "missing", "error")
 
 
 def points(args: list[str]) -> list[tuple[list[str], Any]]:
     """(overrides, composed config) of each point the launch with `args` would run: the
     study's hydra.sweeper.params, then the command line's overrides, expanded as Hydra's
-    basic sweeper expands them; hydra.* overrides go to every point."""
+    basic sweeper expands them; hydra.* overrides go to every point. A point whose config
+    does not compose gets the exception in place of its config."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -33,31 +34,75 @@ def points(args: list[str]) -> list[tuple[list[str], Any]]:
         params = base.hydra.sweeper.get("params") or {}
         spec = [f"{k}={v}" for k, v in params.items()] + task_args
         (grid,) = BasicSweeper.split_arguments(parser.parse_overrides(spec), None)
-        return [(over, compose("config", overrides=[*hydra_args, *over],
-                               return_hydra_config=True)) for over in grid]
+        out = []
+        for over in grid:
+            try:
+                out.append((over, compose("config", overrides=[*hydra_args, *over],
+                                          return_hydra_config=True)))
+            except Exception as e:  # noqa: BLE001 - one bad point: listed as an error
+                out.append((over, e))
+        return out
 
 
 def state_of(cfg: Any) -> dict[str, Any]:
-    """{run_id, state, row, log} of one composed point."""
-    from benchbench import point, results
+    """{run_id, state, row, log, broken, claim, step} of one composed point (step: its
+    curve's last row); a config that does not compose or resolve (an exception in
+    place of cfg, or raised here) is state `error`."""
+    from benchbench import checkpoint, claims, curves, point, results
     from benchbench.errors import ResultsError
 
-    run_id = results.run_id_of(point.resolved_config(cfg))
+    try:
+        if isinstance(cfg, BaseException):
+            raise cfg
+        run_id = results.run_id_of(point.resolved_config(cfg))
+    except Exception as e:  # noqa: BLE001 - a bad point is a line, the listing goes on
+        why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return {"run_id": "-", "state": "error", "row": None, "log": None, "broken": None,
+                "claim": None, "error": f"{type(e).__name__}: {why}"[:200]}
     rdir = Path(point.abs_path(str(cfg.results.dir)))
     path = results.row_path(rdir, run_id)
-    out = {"run_id": run_id, "row": str(path), "log": None, "broken": None}
-    ckpt = rdir / "ckpt" / run_id / "last.pt"
-    fresh = ckpt.is_file() and time.time() - ckpt.stat().st_mtime < RUNNING_S
+    holder = claims.live_holder(rdir, run_id, claims.settings(cfg))
+    curve = curves.curve_path(rdir, run_id)
+    out = {"run_id": run_id, "row": str(path), "log": None, "broken": None, "claim": holder,
+           "step": _last_step(curve)}
+    ckpt = checkpoint.run_dir(cfg, run_id) / "last.pt"  # results.checkpoint_dir too
+    fresh = holder is not None or any(
+        p.is_file() and time.time() - p.stat().st_mtime < RUNNING_S for p in (ckpt, curve))
+    if holder is not None:
+        out["log"] = holder.get("log_path")
     if path.is_file():
         try:
             row = results.read_row(path)
         except ResultsError as e:
             out["broken"] = str(e)
         else:
-            out["log"] = row.get("log_path")
+            out["log"] = out["log"] or row.get("log_path")
             state = row["status"]
-            return {**out, "state": "running" if state == "interrupted" and fresh else state}
+            running = fresh if state == "interrupted" else holder is not None
+            return {**out, "state": "running" if running else state}
     return {**out, "state": "running" if fresh else "missing"}
+
+
+def _last_step(curve: Path) -> int | None:
+    """The step of a training curve's last whole row (None: no curve yet)."""
+    try:
+        lines = curve.read_text().splitlines(keepends=True)
+    except OSError:
+        return None
+    whole = [ln for ln in lines[1:] if ln.endswith("\n")]
+    first = whole[-1].split(",", 1)[0] if whole else ""
+    return int(first) if first.isdigit() else None
+
+
+def _where(s: dict[str, Any]) -> str:
+    from benchbench import claims
+
+    if s["state"] == "error":
+        return s["error"]
+    where = s["log"] or s["row"]
+    if s["claim"] is not None:
+        return f"{where}  ({claims.describe(s['claim']).removeprefix('running elsewhere (')}"
+    return where
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             if s["state"] in only:
                 print(" ".join(over))
             continue
-        where = s["log"] or s["row"]
-        print(f"{s['state']:<11} {s['run_id']}  {' '.join(over)}  {where}")
+        step = f"  at step {s['step']}" if s["state"] == "running" and s.get("step") else ""
+        print(f"{s['state']:<11} {s['run_id']}  {' '.join(over)}  {_where(s)}{step}")
     if only is None:
         counts = Counter(s["state"] for _, s in states)
         print(f"{len(states)} points: " + ", ".join(f"{counts[k]} {k}" for k in STATES

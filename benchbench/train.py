@@ -1,10 +1,10 @@
 """The training loop: budget -> steps, deterministic resumable batches, divergence as a
 status, signals -> a checkpoint and Interrupted.
 
-Reads top to bottom: Budget, SignalCatcher, train(). The recipe pieces (lr, warm-up,
-schedule, optimizer) live in `optim`, validation-based selection in `evaluate`. Evaluation lives in
+Reads top to bottom: Budget, train(); `signals.SignalCatcher` catches the signals. The
+recipe pieces (lr, warm-up, schedule, optimizer) live in `optim`, validation-based selection in `evaluate`. Evaluation lives in
 `evaluate`, checkpoints in `checkpoint`; both are re-exported here for callers of
-`benchbench.train`.
+`benchbench.train`. The training curve's rows go to a `curves.Monitor`.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchbench.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from benchbench.checkpoint import keep_count, keep_recent, load_checkpoint, save_checkpoint, unwrap
+from benchbench.curves import Monitor
 from benchbench.errors import ConfigError
-from benchbench.evaluate import Selection
+from benchbench.evaluate import Periodic, Selection
 from benchbench.evaluate import evaluate as evaluate
 from benchbench.evaluate import extract_features as extract_features
 from benchbench.evaluate import fewshot_probe as fewshot_probe
@@ -37,6 +38,7 @@ from benchbench.optim import (
     warmup_steps_of,
 )
 from benchbench.runtime import autocast
+from benchbench.signals import Interrupted, SignalCatcher
 
 
 class Diverged(RuntimeError):
@@ -45,19 +47,6 @@ class Diverged(RuntimeError):
     def __init__(self, step: int, loss: float):
         super().__init__(f"loss became {loss} at step {step}; lower train.lr or raise warm-up")
         self.step = step
-
-
-class Interrupted(KeyboardInterrupt):
-    """A signal stopped training after a checkpoint was written; a relaunch resumes.
-    A KeyboardInterrupt so that it stops the whole sweep (Hydra's launchers catch only
-    Exception), as Ctrl-C should."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path | None):
-        name = signal.Signals(signum).name
-        where = (f"checkpoint {checkpoint} (relaunch resumes)" if checkpoint is not None else
-                 "no checkpoint could be written (a relaunch starts the point again)")
-        super().__init__(f"{name} at step {step}; {where}")
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
 
 
 @dataclass(frozen=True)
@@ -92,44 +81,6 @@ def resolve_budget(tcfg: Any, *, flops_per_image: int | None, steps_per_epoch: i
                           "too large to be meant; check its unit.")
     steps = max(1, math.ceil(raw) if key == "flops" else round(raw))
     return Budget(steps=steps, global_batch=bs)
-
-
-class SignalCatcher:
-    """Turns SIGTERM/SIGINT/SIGUSR2 into a flag checked at step boundaries, so the loop can
-    checkpoint before stopping. The previous handler (e.g. submitit's requeue on SIGUSR2)
-    is called after the checkpoint is written."""
-
-    SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> SignalCatcher:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signals can only be handled in the main thread
-        for name in self.SIGNALS:
-            sig = getattr(signal, name, None)
-            if sig is not None:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signum = signum
-
-    def chain(self) -> None:
-        """Call the handler that was installed before ours (submitit requeues here)."""
-        old = self._old.get(self.signum) if self.signum is not None else None
-        if callable(old) and old not in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler):
-            old(self.signum, None)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 SYNC_EVERY = 10  # steps between loss checks (and, under DDP, the ranks' stop/divergence vote)
@@ -174,6 +125,8 @@ def train(
     warmup: int | None = None,
     selection: Selection | None = None,
     wall_t0: float | None = None,
+    monitor: Monitor | None = None,
+    periodic: Periodic | None = None,
 ) -> TrainResult:
     """Train `model` for `budget.steps` steps on `batches(start_step)`; resumable.
 
@@ -191,6 +144,8 @@ def train(
     `lr` and `warmup` (steps) override train.lr / the warm-up from tcfg; `selection`
     validates during training (best weights restored, early stop). Training and wall time
     (from `wall_t0`) of earlier segments are kept in the checkpoint and add up on resume.
+    `monitor` gets the training curve's rows (every rank must pass one: the rows' steps are
+    sync points); `periodic` adds accuracy to it (eval.every_steps) without changing training.
     """
     from benchbench import distributed
 
@@ -205,6 +160,7 @@ def train(
     crit = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing") or 0.0))
     clip = tcfg.get("grad_clip")
     ckpt_every = float(tcfg.get("checkpoint_every_s") or 0)
+    keep = keep_count(tcfg)  # train.keep_checkpoints: step-<k>.pt files beside last.pt
     start, resumed = 0, False
     prior_train_s = prior_wall_s = 0.0
     wall_t0 = time.perf_counter() if wall_t0 is None else wall_t0
@@ -238,6 +194,7 @@ def train(
         except OSError as e:
             warnings.warn(f"cannot write checkpoint {ckpt_path} ({e.strerror or e})", stacklevel=2)
             return ckpt_path if ckpt_path.exists() else None  # an older one still resumes
+        keep_recent(ckpt_path, step, keep)
         return ckpt_path
 
     if device.type == "cuda":
@@ -251,19 +208,31 @@ def train(
     last_ckpt = time.monotonic()
     step = start
     eval_s, stopped = 0.0, False  # validation time is kept out of img/s
-    with SignalCatcher() as sig:
+    loss_sum, loss_n, gnorm = None, 0, None  # the curve's loss: the mean since its last row
+    if monitor is not None:
+        monitor.begin(start, prior_train_s)
+    with SignalCatcher() as sig, monitor or contextlib.nullcontext():
         it = batches(start)
         for step in range(start, budget.steps):
+            done = step + 1  # optimizer steps after this one (the curve's step)
+            sel_due = selection is not None and (done % selection.every == 0 or done == budget.steps)
+            per_due = periodic is not None and done % periodic.every == 0
+            row_due = monitor is not None and (sel_due or per_due or monitor.due(done))
             if sig.signum is not None and not dist_on:
                 saved = checkpoint(step)
                 sig.chain()
                 raise Interrupted(sig.signum, step, saved)
+            if sig.save_signum is not None and not dist_on:  # SIGTERM under submitit
+                sig.saved(step, checkpoint(step))
             if step - start == warm_steps:
                 _sync(device)
                 timed_from, timed_t0 = step, time.perf_counter()
             # dropout / drop-path: resumable, and independent across ranks' slices
             torch.manual_seed(seed * 1_000_003 + step + rank * 7_919_000_003)
+            t_wait = time.perf_counter()
             x, y = next(it)
+            if monitor is not None:
+                monitor.waited(time.perf_counter() - t_wait)
             if micro >= len(y):
                 with autocast(device, precision):
                     logits = model(x)
@@ -273,25 +242,35 @@ def train(
             else:
                 opt.zero_grad(set_to_none=True)
                 loss = _accumulate(model, crit, x, y, micro, device, precision)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+            if clip:  # the total norm before clipping, kept on the device
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+            elif row_due:
+                gnorm = _grad_norm(model)
+            lr_now = opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
-            log_now = step % SYNC_EVERY == 0 or step == budget.steps - 1
+            loss_n += 1
+            loss_sum = loss.detach().float() + (0.0 if loss_sum is None else loss_sum)
+            log_now = step % SYNC_EVERY == 0 or step == budget.steps - 1 or row_due
             if log_now or on_step is not None:
-                if dist_on:  # mean loss and "any rank signalled", in one all-reduce
-                    flag = 0.0 if sig.signum is None else 1.0
+                if dist_on:  # mean loss, "any rank stops", "any rank saves": one all-reduce
+                    flags = [float(sig.signum is not None), float(sig.save_signum is not None)]
                     both = torch.stack([loss.detach().float(),
-                                        torch.tensor(flag, device=loss.device)])
-                    loss_val, stop = distributed.all_reduce_sum(both).tolist()
-                    loss_val /= world_size
+                                        *torch.tensor(flags, device=loss.device), loss_sum])
+                    loss_val, stop, save, mean_loss = distributed.all_reduce_sum(both).tolist()
+                    loss_val, mean_loss = loss_val / world_size, mean_loss / world_size / loss_n
                     if stop:
                         saved = checkpoint(step + 1)
                         distributed.barrier()  # the checkpoint is complete before any exit
                         sig.chain()
                         raise Interrupted(sig.signum or signal.SIGTERM, step + 1, saved)
+                    if save:
+                        saved = checkpoint(step + 1)
+                        distributed.barrier()
+                        sig.saved(step + 1, saved)
                 else:
                     loss_val = float(loss.detach())  # a sync; only every few steps
+                    mean_loss = float(loss_sum) / loss_n if row_due else loss_val
                 if not math.isfinite(loss_val):
                     raise Diverged(step, loss_val)
                 if on_step is not None:
@@ -302,12 +281,24 @@ def train(
                                     img_s=f"{(step + 1 - start) * budget.global_batch / max(elapsed, 1e-9):.0f}")
             if bar is not None:
                 bar.update(1)
-            if selection is not None and ((step + 1) % selection.every == 0 or step + 1 == budget.steps):
+            evals: dict[str, float | None] = {}
+            if sel_due or per_due:
                 t_eval = time.perf_counter()
-                stopped = selection.check(model, step + 1)
-                eval_s += time.perf_counter() - t_eval if timed_from is not None else 0.0
-                if stopped:
-                    break
+                if sel_due:
+                    stopped = selection.check(model, done)
+                    evals["val_top1"] = selection.last
+                if per_due:  # measures only: dropout is re-seeded every step, data is per step
+                    evals.update(periodic.measure(model, not sel_due))
+                took = time.perf_counter() - t_eval
+                eval_s += took if timed_from is not None else 0.0
+                if monitor is not None:
+                    monitor.paused(took)
+            if row_due:
+                monitor.report(done, loss=mean_loss, lr=lr_now,
+                               grad_norm=None if gnorm is None else float(gnorm), **evals)
+                loss_sum, loss_n = None, 0
+            if stopped:
+                break
             if ckpt_every and time.monotonic() - last_ckpt > ckpt_every:
                 checkpoint(step + 1)
                 last_ckpt = time.monotonic()
@@ -327,7 +318,7 @@ def train(
     mem = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     if ckpt_path is not None and main:
         with contextlib.suppress(OSError):
-            ckpt_path.unlink()  # finished: the row is the record now
+            ckpt_path.unlink()  # finished: the row is the record now (step-<k>.pt stay)
     return TrainResult(
         steps=ran, samples_seen=ran * budget.global_batch, final_loss=final,
         train_wall_s=prior_train_s + t_end - t_start, train_img_per_s=img_s,
@@ -356,6 +347,12 @@ def _accumulate(model: nn.Module, crit: nn.Module, x: torch.Tensor, y: torch.Ten
         total = part.detach() if total is None else total + part.detach()
     assert total is not None
     return total
+
+
+def _grad_norm(model: nn.Module) -> torch.Tensor | None:
+    """The total 2-norm of the gradients (what clip_grad_norm_ returns), for the curve."""
+    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else None
 
 
 def _progress(total: int, start: int, enabled: bool):

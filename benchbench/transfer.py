@@ -15,8 +15,11 @@ from torch import nn
 from benchbench.errors import BenchbenchError, ConfigError
 
 
-def resolve_checkpoint(ref: str, results_dirs: list[Path]) -> Path:
-    """`ref` is a benchbench run_id (its final.pt in a results dir), or a file path."""
+def resolve_checkpoint(ref: str, results_dirs: list[Path],
+                       checkpoint_dirs: list[Path] | tuple[Path, ...] = ()) -> Path:
+    """`ref` is a file path, or a benchbench run_id: its final.pt in a checkpoint dir
+    (`<dir>/<run_id>/final.pt`, results.checkpoint_dir), in a results dir's ckpt/, or where
+    its row's weights_path says."""
     p = Path(os.path.expanduser(ref))
     if p.is_file():
         return p
@@ -24,17 +27,43 @@ def resolve_checkpoint(ref: str, results_dirs: list[Path]) -> Path:
         what = "is a folder, not a checkpoint file" if p.is_dir() else "does not exist"
         raise ConfigError(
             f"init.checkpoint={ref}: the file {p.resolve()} {what}. Pass a .pt file written "
-            f"by benchbench (<results.dir>/ckpt/<run_id>/final.pt), or a run_id."
+            f"by benchbench (<results.checkpoint_dir>/<run_id>/final.pt), or a run_id."
         )
-    for d in results_dirs:
-        cand = d / "ckpt" / ref / "final.pt"
+    cands = [c / ref / "final.pt" for c in checkpoint_dirs]
+    cands += [d / "ckpt" / ref / "final.pt" for d in results_dirs]
+    for cand in cands:
         if cand.is_file():
             return cand
-    where = ", ".join(str(d) for d in results_dirs) or "(none)"
+    for d in results_dirs:  # the row knows where its weights went
+        said = _weights_path_of(d, ref)
+        if said is not None and Path(said).is_file():
+            return Path(said)
+        if said is not None:
+            raise ConfigError(
+                f"no checkpoint '{ref}': its row in {d} says its weights are at {said}, and "
+                f"that file does not exist (moved or deleted?); pass "
+                f"init.checkpoint=/path/to/final.pt, or set results.checkpoint_dir to where "
+                f"the <run_id>/final.pt folders are now."
+            )
+    where = ", ".join(str(c) for c in [*checkpoint_dirs, *(d / "ckpt" for d in results_dirs)])
     raise ConfigError(
-        f"no checkpoint '{ref}': not a file, and no ckpt/{ref}/final.pt under {where}. "
+        f"no checkpoint '{ref}': not a file, and no {ref}/final.pt under {where or '(none)'}. "
         f"Pre-train with train.save_final=true, or pass init.checkpoint=/path/to/file.pt."
     )
+
+
+def _weights_path_of(results_dir: Path, run_id: str) -> str | None:
+    """The weights_path column of `run_id`'s row in `results_dir` (None: no row, or no
+    weights recorded)."""
+    from benchbench import results
+
+    path = results.row_path(results_dir, run_id)
+    if not path.is_file():
+        return None
+    try:
+        return results.read_row(path).get("weights_path")
+    except BenchbenchError:  # a broken row: the other places were searched already
+        return None
 
 
 def _looks_like_path(ref: str) -> bool:

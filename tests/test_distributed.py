@@ -4,6 +4,7 @@ exactly once, gradient accumulation, and a signal on one rank checkpointing with
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import runpy
@@ -20,7 +21,7 @@ from conftest import REPO
 ONE_POINT = [
     "model=vit_micro", "data.train_size=256", "data.test_size=127", "train.batch_size=64",
     "train.epochs=1", "quiet=true", "device=cpu", "train.save_final=true", "data.augment=false",
-    "eval.batch_size=32", "eval.fewshot=true",
+    "eval.batch_size=32", "eval.fewshot=true", "train.log_every=2",
 ]
 
 
@@ -82,6 +83,14 @@ def test_two_ranks_match_one_process_and_count_each_test_image_once(one_process,
     # rank 0 owns every file: one Hydra run dir, no checkpoint left behind
     assert len(list((rdir / "logs").iterdir())) == 1
     assert sorted(p.name for p in (rdir / "ckpt" / row["run_id"]).iterdir()) == ["final.pt"]
+    # the training curve: rank 0's file and progress lines, the global batch's mean loss
+    assert p.stdout.count(f"[{row['run_id']}] step 2/4 ") == 1, p.stdout
+    curve, ref_curve = (list(csv.DictReader((d / "metrics" / f"{row['run_id']}.csv").open()))
+                        for d in (rdir, tmp_path / "one"))
+    assert [r["step"] for r in curve] == [r["step"] for r in ref_curve] == ["2", "4"]
+    for a, b in zip(curve, ref_curve):
+        for k in ("loss", "grad_norm", "lr"):
+            assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-4), k
 
 
 @pytest.mark.parametrize("how", [["train.micro_batch_size=32"], ["train.grad_checkpointing=true"]])

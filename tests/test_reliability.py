@@ -743,11 +743,13 @@ def test_a_wandb_failure_is_one_warning_and_the_row_is_kept(run_cli, capsys, mon
     finished = []
 
     class Run:
-        def log(self, data):
+        summary: dict = {}
+
+        def log(self, data, step=None):
             if where == "log":
                 raise ConnectionError("wandb.log: network down")
 
-        def finish(self):
+        def finish(self, exit_code=None):
             finished.append(True)
             if where == "finish":
                 raise ConnectionError("wandb.finish: network down")

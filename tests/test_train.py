@@ -249,3 +249,98 @@ def test_train_img_per_s_is_images_over_the_timed_window(monkeypatch):
                 progress=False)
     assert res.train_img_per_s == 8.0 and res.train_wall_s == 40.0
     assert res.samples_seen == 320
+
+
+class _SubmittedJob:
+    """What hydra-submitit-launcher submits: a callable with a `checkpoint` that resubmits it."""
+
+    def __call__(self) -> None:
+        return None
+
+    def checkpoint(self):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self)
+
+
+@pytest.fixture
+def submitit_handlers(tmp_path, monkeypatch):
+    """This process as a submitit_local job: submitit's own JobEnvironment._handle_signals
+    installs its handlers (SIGTERM/SIGCONT bypassed, SIGUSR2 checkpoint-and-requeue);
+    restored afterwards."""
+    from submitit.core.utils import DelayedSubmission, JobPaths
+    from submitit.local.local import LocalJobEnvironment
+
+    for k, v in {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "4321",
+                 "SUBMITIT_LOCAL_GLOBALID": "0", "SUBMITIT_FOLDER": str(tmp_path / "sub")}.items():
+        monkeypatch.setenv(k, v)
+    sigs = (signal.SIGTERM, signal.SIGCONT, signal.SIGUSR2)
+    old = {s: signal.getsignal(s) for s in sigs}
+    paths = JobPaths(tmp_path / "sub", job_id="4321", task_id=0)
+    paths.folder.mkdir(parents=True)
+    delayed = DelayedSubmission(_SubmittedJob())
+    delayed.set_timeout(60, 3)
+    LocalJobEnvironment()._handle_signals(paths, delayed)
+    try:
+        yield paths
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def test_under_submitit_sigterm_checkpoints_and_goes_on_then_usr2_requeues(
+        tmp_path, submitit_handlers, capfd, caplog):
+    """Submitit bypasses SIGTERM and requeues on SIGUSR2. SIGTERM at step 4 writes a
+    checkpoint and training goes on; SIGUSR2 at step 9 checkpoints and hands over to
+    submitit, which requeues (local executor: exit code 144); the resumed run equals one
+    that never stopped."""
+    from benchbench.train import Budget
+
+    ckpt, ident = tmp_path / "last.pt", {"model": "x"}
+    ref = net()
+    train(ref, batches, tcfg=tc(), budget=Budget(30, 8), device=torch.device("cpu"),
+          progress=False, seed=3)
+    seen: dict[int, int] = {}
+
+    def signals(step, loss):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        if step == 6:
+            seen[6] = load_checkpoint(ckpt, ident)["step"]  # written at SIGTERM, still going
+        if step == 9:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    with pytest.raises(SystemExit) as e:
+        train(net(), batches, tcfg=tc(), budget=Budget(30, 8), device=torch.device("cpu"),
+              progress=False, seed=3, ckpt_path=ckpt, identity=ident, on_step=signals)
+    assert e.value.code == 144  # submitit.local's LOCAL_REQUEUE_RETURN_CODE: requeue me
+    assert seen == {6: 5} and load_checkpoint(ckpt, ident)["step"] == 10
+    assert submitit_handlers.submitted_pickle.exists()  # submitit re-dumped the job to rerun
+    err = capfd.readouterr().err
+    assert ("benchbench: SIGTERM at step 5 under submitit: checkpoint " in err
+            and "training goes on (submitit requeues on SIGUSR2)" in err)
+    assert "Bypassing signal SIGTERM" in caplog.text and "Requeued job 4321" in caplog.text
+
+    again = net()
+    res = train(again, batches, tcfg=tc(), budget=Budget(30, 8), device=torch.device("cpu"),
+                progress=False, seed=3, ckpt_path=ckpt, identity=ident)
+    assert res.resumed and res.samples_seen == 240
+    for a, b in zip(ref.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_sigterm_outside_submitit_still_stops(tmp_path, submitit_handlers, monkeypatch):
+    """Only submitit's own bypass makes SIGTERM save-only: with SUBMITIT_EXECUTOR unset (a
+    plain process, e.g. a child of the job) SIGTERM checkpoints and stops, as before."""
+    from benchbench.train import Budget
+
+    monkeypatch.delenv("SUBMITIT_EXECUTOR")
+
+    def term_at_4(step, loss):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as e:
+        train(net(), batches, tcfg=tc(), budget=Budget(30, 8), device=torch.device("cpu"),
+              progress=False, ckpt_path=tmp_path / "last.pt", identity={}, on_step=term_at_4)
+    assert e.value.signum == signal.SIGTERM and e.value.step == 5

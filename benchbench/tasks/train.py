@@ -5,10 +5,11 @@ uses it without training steps.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-from benchbench.errors import ConfigError
+from benchbench.errors import ConfigError, ResultsError
 
 
 def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
@@ -34,7 +35,7 @@ def checkpoint_ref(ref: Any) -> str:
 def init_state(cfg: Any, ref: str, rdir: Path, row: dict[str, Any]) -> dict[str, Any]:
     """Weights to start from: timm:<name> (local cache), hf:<folder> (a transformers ViT
     folder), a run_id, or a path."""
-    from benchbench import results, transfer
+    from benchbench import checkpoint, results, transfer
     from benchbench.point import abs_path
 
     if ref.startswith("timm:"):
@@ -46,7 +47,7 @@ def init_state(cfg: Any, ref: str, rdir: Path, row: dict[str, Any]) -> dict[str,
         row["pretrain_run_id"] = ref
         return hf_pretrained_state(Path(abs_path(ref[3:])))
     dirs = [rdir] + [Path(abs_path(str(d))) for d in (cfg.init.get("results_dirs") or [])]
-    path = transfer.resolve_checkpoint(ref, dirs)
+    path = transfer.resolve_checkpoint(ref, dirs, [checkpoint.root(cfg)])
     row["pretrain_run_id"] = ref if not Path(ref).is_file() else path.parent.name
     for d in dirs:  # link the chain: the pre-training row's dataset, size and compute
         prow = results.row_path(d, row["pretrain_run_id"])
@@ -106,10 +107,10 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
 
     import torch
 
-    from benchbench import data, distributed, measure, models, runtime
+    from benchbench import checkpoint, curves, data, distributed, measure, models, runtime
     from benchbench.data.augment import recipe_name
     from benchbench.evaluate import fewshot as _fewshot
-    from benchbench.evaluate import selection, selection_acc
+    from benchbench.evaluate import periodic, selection, selection_acc
     from benchbench.tasks import internals_hook
     from benchbench.train import (
         Budget,
@@ -127,12 +128,19 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     cap = _max_steps(cfg) if train_steps else None
     if train_steps:  # a zero or negative budget is refused before any data is loaded
         resolve_budget(tcfg, flops_per_image=1, steps_per_epoch=1)
+        curves.log_every(tcfg)
         factor = tcfg.get("retry_diverged_lr_factor")
         if factor is not None and not (isinstance(factor, int | float) and 0 < factor < 1):
             raise ConfigError(f"train.retry_diverged_lr_factor must be in (0, 1) or null, "
                               f"got {factor}.")
         # the FLOP budget the run was given (a row column, not config: run_ids stay)
         row["train_flops_budget"] = tcfg.get("flops")
+        checkpoint.keep_count(tcfg)
+        # rank 0 writes the checkpoints; every rank stops when it cannot
+        refused = distributed.broadcast_object(
+            checkpoint.unwritable(checkpoint.run_dir(cfg, run_id), cfg) if denv.is_main else None)
+        if refused:
+            raise ResultsError(refused)
     device = runtime.resolve_device(cfg.device)
     if denv.enabled and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # this rank's (LOCAL_RANK)
@@ -205,6 +213,9 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=lr, augment=augment)
     sel = selection(tcfg, val, ds.num_classes, eval_bs, loader.steps_per_epoch, device,
                     precision, denv)
+    per = periodic(cfg, lambda: _capped(test.eval_batches(eval_bs), cfg.eval.get("max_samples"),
+                                        denv.world_size),
+                   val, ds.num_classes, eval_bs, device, precision, denv)
     if tcfg.get("grad_checkpointing"):
         if not hasattr(model, "set_grad_checkpointing"):
             raise ConfigError(f"train.grad_checkpointing: {type(model).__name__} has no "
@@ -215,13 +226,14 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         net = distributed.wrap_ddp(model, device)
         model = net.module  # SyncBatchNorm on CUDA may have replaced modules
     net = torch.compile(net) if cfg.compile else net
-    ckpt = rdir / "ckpt" / run_id / "last.pt"
+    ckpt = checkpoint.run_dir(cfg, run_id) / "last.pt"
     _say_resume(ckpt, budget.steps, denv.is_main)
+    bar, monitor = _monitor(cfg, tcfg, row, budget, rdir=rdir, run_id=run_id, main=denv.is_main)
     res = train(
         net, loader.iter_from, tcfg=tcfg, budget=budget, device=device, precision=precision,
-        seed=seed, ckpt_path=ckpt, identity=identity, progress=not cfg.get("quiet"),
+        seed=seed, ckpt_path=ckpt, identity=identity, progress=bar,
         rank=denv.rank, world_size=denv.world_size, lr=lr, warmup=warmup, selection=sel,
-        wall_t0=wall_t0,
+        wall_t0=wall_t0, monitor=monitor, periodic=per,
     )
     row.update(
         steps=res.steps, epochs=res.samples_seen / len(ds.train.y), prior_wall_s=res.prior_wall_s,
@@ -233,10 +245,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         resumed=res.resumed,
     )
     if tcfg.get("save_final") and denv.is_main:
-        from benchbench.train import save_checkpoint
-
-        save_checkpoint(rdir / "ckpt" / run_id / "final.pt",
-                        {"model": model.state_dict(), "identity": identity, "step": res.steps})
+        _save_final(row, ckpt.with_name("final.pt"), model, identity, res.steps)
 
     # under DDP: the bare model (no DDP collectives in forward), counts summed across ranks
     ev = evaluate(model if denv.enabled else net,
@@ -251,6 +260,43 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         _fewshot(*probe)
     internals_hook.measure(cfg, row, model, ds, **learned)
     _measure_trained(cfg, row, model, denv, device, precision, image_size, ds.channels, cl, fl)
+
+
+def _save_final(row: dict[str, Any], path: Path, model: Any, identity: dict[str, Any],
+                steps: int) -> None:
+    """train.save_final: the final (selected) weights only, no optimizer state, into
+    `path`; the row's weights_path says where. A failed write (full disk) is the row's
+    error, not a lost run: the row keeps its results."""
+    from benchbench.checkpoint import save_checkpoint
+
+    try:
+        save_checkpoint(path, {"model": model.state_dict(), "identity": identity, "step": steps})
+    except OSError as e:
+        row["error"] = f"final weights: cannot write {path} ({e.strerror or e})"
+        warnings.warn(row["error"], stacklevel=2)
+        return
+    row["weights_path"] = str(path)
+
+
+def _monitor(cfg: Any, tcfg: Any, row: dict[str, Any], budget: Any, *, rdir: Path, run_id: str,
+             main: bool) -> tuple[bool, Any]:
+    """(tqdm bar?, the curve's Monitor). The bar: `progress` and not `quiet`, on a terminal.
+    Progress lines (stdout, every train.log_every steps): `progress` and no bar showing (a
+    log file, or quiet=true). Rank 0 writes the CSV and lines and starts the wandb run."""
+    import sys
+
+    from benchbench import curves, wandb_log
+
+    progress = bool(cfg.get("progress", True))
+    bar = progress and not cfg.get("quiet")
+    live = wandb_log.current() if main else None
+    if live is not None:
+        live.start(row)  # the point's wandb run: from the first step, not after the row
+    return bar, curves.Monitor(
+        every=curves.log_every(tcfg), total=budget.steps, global_batch=budget.global_batch,
+        run_id=run_id, writer=curves.CurveWriter(curves.curve_path(rdir, run_id)) if main else None,
+        lines=main and progress and not (bar and sys.stderr.isatty()),
+        sink=live.log if live is not None else None)
 
 
 def _measure_trained(cfg: Any, row: dict[str, Any], model: Any, denv: Any, device: Any,

@@ -14,33 +14,28 @@ from benchbench.errors import ConfigError
 
 def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
         identity: dict[str, Any]) -> None:
-    from omegaconf import OmegaConf, open_dict
-
-    from benchbench import results
+    from benchbench import checkpoint, results
     from benchbench.point import run_task_to_row
     from benchbench.tasks.train import fit
-    from benchbench.transfer import load_state
+    from benchbench.transfer import load_state, resolve_checkpoint
 
-    pre = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    with open_dict(pre):
-        pre.task = OmegaConf.create({"name": "train"})
-        pre.train.save_final = True
-        pre.eval.fewshot = False
-        pre.init.checkpoint = None
-    out = run_task_to_row(pre)  # skipped when its row is already there
+    out = run_task_to_row(pretrain_config(cfg))  # skipped when its row is already there
     if out["status"] not in ("ok", "skipped") or (
             out["status"] == "skipped" and out.get("prior_status") != "ok"):
         ended = out.get("prior_status") or out["status"]
         raise ConfigError(f"pre-training {out['run_id']} ended {ended}: "
                           f"{out.get('error')}; fix it first (its row is in {out['row']}).")
     pre_id = out["run_id"]
-    final = rdir / "ckpt" / pre_id / "final.pt"
-    if not final.exists():
-        raise ConfigError(
-            f"pre-training row {pre_id} exists but its weights ({final}) do not (it ran without "
-            f"train.save_final=true); move its row away to pre-train again."
-        )
     pre_row = results.read_row(results.row_path(rdir, pre_id))
+    try:  # results.checkpoint_dir, <results.dir>/ckpt, or where its row says they went
+        final = resolve_checkpoint(pre_id, [rdir], [checkpoint.root(cfg)])
+    except ConfigError:
+        said = pre_row.get("weights_path") or checkpoint.run_dir(cfg, pre_id) / "final.pt"
+        raise ConfigError(
+            f"pre-training row {pre_id} exists but its weights ({said}) do not (it ran without "
+            f"train.save_final=true, or they were moved or deleted); move its row away to "
+            f"pre-train again."
+        ) from None
     row.update(pretrain_run_id=pre_id, pretrain_dataset=pre_row.get("dataset"),
                pretrain_train_size=pre_row.get("train_size"),
                pretrain_flops=pre_row.get("train_flops"))
@@ -49,3 +44,17 @@ def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
     fit(cfg, row, data_cfg=ft.data, tcfg=ft.train, rdir=rdir, run_id=run_id,
         identity=identity, init_state=load_state(final))
     row["finetune_flops"] = row.get("train_flops")
+
+
+def pretrain_config(cfg: Any) -> Any:
+    """The pre-training stage's config: task=train on this point's model, data and train,
+    its final weights kept, no probe (its run_id is the pre-training row's)."""
+    from omegaconf import OmegaConf, open_dict
+
+    pre = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    with open_dict(pre):
+        pre.task = OmegaConf.create({"name": "train"})
+        pre.train.save_final = True
+        pre.eval.fewshot = False
+        pre.init.checkpoint = None
+    return pre
