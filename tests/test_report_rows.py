@@ -19,10 +19,14 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 FAST = ["--n-boot", "0", "--formats", "png"]
 
 
-def copy_rows(study: str, dest: Path, names: list[str] | None = None) -> Path:
+FIXTURES = Path(__file__).resolve().parent / "data"
+
+
+def copy_rows(study: str, dest: Path, names: list[str] | None = None,
+              root: Path = RESULTS) -> Path:
     """Copy the committed rows of `study` (or the files in `names`) into dest/runs."""
     (dest / "runs").mkdir(parents=True, exist_ok=True)
-    for p in sorted((RESULTS / study / "runs").glob("*.json")):
+    for p in sorted((root / study / "runs").glob("*.json")):
         if names is None or p.name in names:
             shutil.copy(p, dest / "runs" / p.name)
     return dest
@@ -138,7 +142,8 @@ def test_rows_are_counted_by_task(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_figures(tmp_path_factory):
-    """The demo study's report, with what each figure showed when it was saved."""
+    """The report of the demo's earlier rows (three data sizes, tests/data/), with what each
+    figure showed when it was saved."""
     shown: dict[str, dict] = {}
     savefig = Figure.savefig
 
@@ -157,7 +162,7 @@ def demo_figures(tmp_path_factory):
 
     mp = pytest.MonkeyPatch()
     mp.setattr(Figure, "savefig", spy)
-    d = copy_rows("demo", tmp_path_factory.mktemp("demo") / "demo")
+    d = copy_rows("demo_data_sizes", tmp_path_factory.mktemp("demo") / "demo", root=FIXTURES)
     try:
         assert main([str(d), "--n-boot", "100", "--formats", "png"]) == 0
     finally:

@@ -310,5 +310,8 @@ def test_a_few_seeded_points_get_their_mean_and_spread_said():
                          "n_seeds": 3, "acc_values": (0.768, 0.756, 0.791)}])
     (line,) = seeds_finding(one)
     assert line == "ViT-seed/8: 77.2% ± 1.8 points (mean ± s.d. over 3 seeds: 76.8, 75.6, 79.1)."
+    two = pd.concat([one, one], ignore_index=True).assign(train_size=[1000, 60000])
+    assert [x.split(":")[0] for x in seeds_finding(two)[:2]] == [
+        "ViT-seed/8 at 1,000 images", "ViT-seed/8 at 60,000 images"]
     many = pd.concat([one] * 4, ignore_index=True)
     assert not any("mean ± s.d." in x for x in seeds_finding(many))

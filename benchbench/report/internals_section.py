@@ -192,7 +192,7 @@ def build(study: Study, out: Path, formats: Sequence[str]) -> InternalsSection |
     arrays = {r: a for r in rows["run_id"]
               if (a := _load_npz(study.dirs, r, sec.notes)) is not None}
     attn = rows[rows["family"].isin(ATTN_FAMILIES) & rows["run_id"].isin(arrays)]
-    attn = attn[[("attn_dist_px" in arrays[r]) for r in attn["run_id"]]]
+    attn = attn[np.array([("attn_dist_px" in arrays[r]) for r in attn["run_id"]], dtype=bool)]
     rf_line = None
     for r in rows[~rows["family"].isin(ATTN_FAMILIES)].itertuples():
         a = arrays.get(r.run_id, {})
@@ -258,7 +258,7 @@ def build(study: Study, out: Path, formats: Sequence[str]) -> InternalsSection |
 
 def _chosen_pos(attn: pd.DataFrame, arrays: dict[str, dict]) -> list[tuple[str, np.ndarray]]:
     """The best run (top-1) of the leading model at the smallest and largest training set."""
-    have = attn[[("pos_sim" in arrays[r]) for r in attn["run_id"]]]
+    have = attn[np.array([("pos_sim" in arrays[r]) for r in attn["run_id"]], dtype=bool)]
     if have.empty:
         return []
     model = have.groupby("model")["top1"].max().idxmax()

@@ -67,9 +67,11 @@ def seeds_finding(points: pd.DataFrame, ec: EqualCompute | None = None) -> list[
                    f"the seed spread pooled over the other families (assumes similar seed noise).")
     seeded = points[n > 1]
     if len(points) <= 3:  # a few points: each one's seed mean and spread, said outright
+        sizes = points["train_size"].nunique() > 1 if "train_size" in points else False
         for r in seeded.itertuples():
             vals = ", ".join(f"{100 * v:.1f}" for v in r.acc_values)
-            out.append(f"{r.model}: {100 * r.acc:.1f}% ± {100 * r.acc_std:.1f} points (mean ± "
+            name = f"{r.model} at {int(r.train_size):,} images" if sizes else r.model
+            out.append(f"{name}: {100 * r.acc:.1f}% ± {100 * r.acc_std:.1f} points (mean ± "
                        f"s.d. over {r.n_seeds} seeds: {vals}).")
     single = int((n <= 1).sum())
     if single:
