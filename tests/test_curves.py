@@ -354,3 +354,37 @@ def test_status_sees_a_point_with_a_fresh_curve_as_running_at_its_last_step(tmp_
     (line, total) = capsys.readouterr().out.splitlines()
     assert line.startswith(f"running     {run_id}") and line.endswith("  at step 50")
     assert total == "1 points: 1 running"
+
+
+def test_the_report_draws_the_training_curves_it_finds(run_cli, monkeypatch):
+    """benchbench-report draws every run's curve (loss, and the accuracy where it evaluated)
+    and says how many runs have one; without curves the figure is skipped with the reason."""
+    from matplotlib.figure import Figure
+
+    from benchbench.report.cli import main
+
+    code, rdir = run_cli("-m", "seed=0,1", "data.val_split=64", "train.steps=6",
+                         "train.log_every=2", "eval.every_steps=3")
+    assert code == 0
+    drawn = {}
+    savefig = Figure.savefig
+
+    def spy(fig, path, *a, **k):
+        if "training_curves" in str(path):
+            drawn["lines"] = [ln for ax in fig.axes for ln in ax.lines]
+            drawn["labels"] = [ax.get_ylabel() for ax in fig.axes]
+        return savefig(fig, path, *a, **k)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    assert main([str(rdir), "--n-boot", "0", "--formats", "png"]) == 0
+    md = (rdir / "report" / "report.md").read_text()
+    assert "### Training curves" in md and "(2 of 2 runs have a curve)" in md
+    loss = [ln for ln in drawn["lines"] if ln.axes is drawn["lines"][0].axes]
+    # rows at steps 2, 4, 6 (train.log_every) and 3 (eval.every_steps), x 64 images
+    assert len(loss) == 2 and list(loss[0].get_xdata()) == [128, 192, 256, 384]
+    assert drawn["labels"][1].startswith("accuracy [%] (solid: val, dotted: test)")
+    for p in (rdir / "metrics").glob("*.csv"):
+        p.unlink()
+    assert main([str(rdir), "--n-boot", "0", "--formats", "png"]) == 0
+    md = (rdir / "report" / "report.md").read_text()
+    assert "*Not drawn: no training curves (`metrics/<run_id>.csv`) for these rows" in md

@@ -91,6 +91,7 @@ def build_report(
         plots.patch_size(points, out, formats, ylabel=ylabel, chance=chance),
         plots.wall_time(points, out, formats, ylabel=ylabel, chance=chance),
         plots.speed_memory(points, out, formats, ylabel=ylabel, chance=chance),
+        plots.training_curves(study.train, study.dirs, out, formats),
     ]
     if ec is not None:
         rep.plots.append(plots.equal_compute_plot(ec, out, formats, study.metric_label,
