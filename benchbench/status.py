@@ -83,13 +83,17 @@ def state_of(cfg: Any) -> dict[str, Any]:
     return {**out, "state": "running" if fresh else "missing"}
 
 
-def _last_step(curve: Path) -> int | None:
-    """The step of a training curve's last whole row (None: no curve yet)."""
+def _last_step(curve: Path, tail: int = 4096) -> int | None:
+    """The step of a training curve's last whole row (None: no curve yet). Reads only the
+    file's last `tail` bytes: a long run's curve has many thousands of rows."""
     try:
-        lines = curve.read_text().splitlines(keepends=True)
+        with curve.open("rb") as f:
+            start = max(0, f.seek(0, 2) - tail)
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines(keepends=True)
     except OSError:
         return None
-    whole = [ln for ln in lines[1:] if ln.endswith("\n")]
+    whole = [ln for ln in lines[1:] if ln.endswith("\n")]  # the header, or a cut first line
     first = whole[-1].split(",", 1)[0] if whole else ""
     return int(first) if first.isdigit() else None
 

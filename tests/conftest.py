@@ -50,3 +50,19 @@ def run_cli(tmp_path, monkeypatch):
         return cli.main(args), rdir
 
     return run
+
+
+def signal_at(monkeypatch, signum: int, step: int = 1) -> None:
+    """Send `signum` to this process from inside the training loop at loop index `step`."""
+    from benchbench import train as train_mod
+
+    real = train_mod.train
+
+    def train(*a, **k):
+        def hook(s, loss):
+            if s == step:
+                os.kill(os.getpid(), signum)
+
+        return real(*a, **k, on_step=hook)
+
+    monkeypatch.setattr(train_mod, "train", train)

@@ -3,7 +3,6 @@ the point's live wandb run (issue 14 items 1 and 2), through the real CLI on tin
 from __future__ import annotations
 
 import csv
-import os
 import re
 import signal
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, signal_at
 from omegaconf import OmegaConf
 
 from benchbench import curves, point, results
@@ -34,22 +33,6 @@ def one_row(rdir: Path) -> dict:
 
 def steps(curve: list[dict[str, str]]) -> list[int]:
     return [int(r["step"]) for r in curve]
-
-
-def _signal_at(monkeypatch, signum: int, step: int) -> None:
-    """Send `signum` from inside the training loop after loop index `step`."""
-    from benchbench import train as train_mod
-
-    real = train_mod.train
-
-    def train(*a, **k):
-        def hook(s, loss):
-            if s == step:
-                os.kill(os.getpid(), signum)
-
-        return real(*a, **k, on_step=hook)
-
-    monkeypatch.setattr(train_mod, "train", train)
 
 
 def test_curve_has_its_columns_a_row_every_log_every_steps_and_the_last(run_cli):
@@ -125,7 +108,7 @@ def test_a_resumed_run_appends_after_its_checkpoint_and_repairs_a_cut_line(run_c
     code, ref = run_cli(*args, results=tmp_path / "ref")
     want = {int(r["step"]): r for r in curve_of(ref)}
     with monkeypatch.context() as m:
-        _signal_at(m, signal.SIGINT, step=4)  # the checkpoint is at step 5
+        signal_at(m, signal.SIGINT, step=4)  # the checkpoint is at step 5
         code, rdir = run_cli(*args)
     assert code == 130 and steps(curve_of(rdir)) == [2, 4]
     (path,) = (rdir / "metrics").glob("*.csv")
@@ -316,7 +299,7 @@ def test_an_interrupted_point_leaves_its_wandb_run_resumable(run_cli, monkeypatc
     monkeypatch.setitem(sys.modules, "wandb", fake.module())
     args = ["train.steps=6", "train.log_every=1", "wandb.enabled=true"]
     with monkeypatch.context() as m:
-        _signal_at(m, signal.SIGINT, step=2)  # checkpoint at step 3
+        signal_at(m, signal.SIGINT, step=2)  # checkpoint at step 3
         code, rdir = run_cli(*args)
     assert code == 130 and not (rdir / "runs").exists()
     first = fake.runs[0]

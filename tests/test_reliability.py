@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY
+from conftest import REPO, TINY, signal_at
 from PIL import Image
 
 from benchbench import cli, point, results
@@ -424,22 +424,6 @@ def test_checkpoint_of_another_config_is_refused_naming_the_difference(run_cli, 
 
 
 # ---------------------------------------------------------------- signals
-def _signal_at(monkeypatch, signum: int, step: int = 1) -> None:
-    """Send `signum` to this process from inside the training loop at `step`."""
-    from benchbench import train as train_mod
-
-    real = train_mod.train
-
-    def train(*a, **k):
-        def hook(s, loss):
-            if s == step:
-                os.kill(os.getpid(), signum)
-
-        return real(*a, **k, on_step=hook)
-
-    monkeypatch.setattr(train_mod, "train", train)
-
-
 def test_sigint_checkpoints_exits_130_and_relaunch_resumes_the_same_result(run_cli, capsys,
                                                                            monkeypatch, tmp_path):
     steps = ["train.steps=6"]
@@ -447,7 +431,7 @@ def test_sigint_checkpoints_exits_130_and_relaunch_resumes_the_same_result(run_c
     assert code == 0
     want = one_row(ref)
     with monkeypatch.context() as m:
-        _signal_at(m, signal.SIGINT, step=2)
+        signal_at(m, signal.SIGINT, step=2)
         code, rdir = run_cli(*steps)
     assert code == 130
     assert_clear(capsys.readouterr().err, "benchbench: SIGINT at step 3; checkpoint",
@@ -469,7 +453,7 @@ def test_signal_without_a_writable_checkpoint_writes_an_interrupted_row(run_cli,
         raise PermissionError(13, "Permission denied")
 
     with monkeypatch.context() as m:
-        _signal_at(m, signal.SIGTERM)
+        signal_at(m, signal.SIGTERM)
         m.setattr(train_mod, "save_checkpoint", read_only)
         with pytest.warns(UserWarning, match="cannot write checkpoint .*last.pt"):
             code, rdir = run_cli(*QUICK, "train.steps=4")
@@ -507,7 +491,7 @@ def test_sigusr2_checkpoints_then_hands_off_to_submitits_handler(run_cli, capsys
     old = signal.signal(signal.SIGUSR2, submitit_like)
     try:
         with monkeypatch.context() as m:
-            _signal_at(m, signal.SIGUSR2, step=2)
+            signal_at(m, signal.SIGUSR2, step=2)
             results_dir.append(Path.cwd() / "results")
             code, rdir = run_cli("train.steps=6", results=results_dir[0])
     finally:

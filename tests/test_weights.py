@@ -8,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from conftest import REPO, TINY
+from conftest import REPO, TINY, signal_at
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -24,22 +24,6 @@ def _rows(rdir):
     return rows
 
 
-def _signal_at(monkeypatch, signum: int, step: int) -> None:
-    """Send `signum` to this process from inside the training loop at `step`."""
-    from benchbench import train as train_mod
-
-    real = train_mod.train
-
-    def train(*a, **k):
-        def hook(s, loss):
-            if s == step:
-                os.kill(os.getpid(), signum)
-
-        return real(*a, **k, on_step=hook)
-
-    monkeypatch.setattr(train_mod, "train", train)
-
-
 def test_checkpoint_dir_holds_last_and_final_and_every_reader_finds_them(run_cli, capsys,
                                                                          monkeypatch, tmp_path):
     from benchbench import status
@@ -52,7 +36,7 @@ def test_checkpoint_dir_holds_last_and_final_and_every_reader_finds_them(run_cli
     scratch = tmp_path / "scratch" / "bb"
     over = [*STEPS, f"results.checkpoint_dir={scratch}"]
     with monkeypatch.context() as m:
-        _signal_at(m, signal.SIGINT, step=2)
+        signal_at(m, signal.SIGINT, step=2)
         code, rdir = run_cli(*over)
     assert code == 130
     rid = want["run_id"]  # results.checkpoint_dir is not in the run_id
