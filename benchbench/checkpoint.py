@@ -23,7 +23,7 @@ from benchbench.errors import BenchbenchError, ConfigError
 
 def root(cfg: Any) -> Path:
     """Where runs' checkpoint folders go: results.checkpoint_dir, else <results.dir>/ckpt."""
-    from benchbench.point import abs_path
+    from benchbench.paths import abs_path
 
     res = cfg.results
     if res.get("checkpoint_dir"):

@@ -269,7 +269,7 @@ class SweepSummary(Callback):
     per-job status files (jobs may have run in other processes or on other nodes)."""
 
     def on_multirun_end(self, config: Any, **_: Any) -> None:
-        from benchbench.point import abs_path
+        from benchbench.paths import abs_path
 
         if not _is_main():
             return

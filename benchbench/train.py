@@ -28,6 +28,7 @@ from benchbench.evaluate import Periodic, Selection
 from benchbench.evaluate import evaluate as evaluate
 from benchbench.evaluate import extract_features as extract_features
 from benchbench.evaluate import fewshot_probe as fewshot_probe
+from benchbench.failures import Diverged as Diverged  # defined beside the status it maps to
 from benchbench.measure.flops import TRAIN_FLOPS_PER_FORWARD
 from benchbench.optim import (
     _positive,
@@ -39,14 +40,6 @@ from benchbench.optim import (
 )
 from benchbench.runtime import autocast
 from benchbench.signals import Interrupted, SignalCatcher
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN/inf; the run ends with status 'diverged'."""
-
-    def __init__(self, step: int, loss: float):
-        super().__init__(f"loss became {loss} at step {step}; lower train.lr or raise warm-up")
-        self.step = step
 
 
 @dataclass(frozen=True)
