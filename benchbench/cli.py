@@ -83,6 +83,15 @@ def check_overrides(argv: list[str]) -> None:
             )
 
 
+def check_args(argv: list[str]) -> None:
+    """The override checks `benchbench` and `benchbench-status` share: group options, key
+    typos, value types and Hydra's quoting, each one ConfigError."""
+    from benchbench.overrides import check_keys
+
+    check_overrides(argv)
+    check_keys(argv, CONF_DIR)
+
+
 HELP = """\
 benchbench: scaling studies of image classifiers (ViT, BiT ResNets, hybrids), the way the
 Vision Transformer paper ran them. Each run trains and evaluates one model (or only measures
@@ -180,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(), end="")
         return 0
     try:
-        from benchbench.overrides import check_keys
+        from benchbench.overrides import check_launcher, check_modes
 
-        check_overrides(argv)
-        check_keys(argv, CONF_DIR)
-        if not any(a.startswith("--cfg") or a in ("--info", "-c") for a in argv):
+        check_modes(argv)
+        check_args(argv)
+        if not any(a.split("=")[0] in ("--cfg", "-c", "--info", "-i") for a in argv):
+            check_launcher(argv, CONF_DIR)
             check_results_dir(argv)
     except BenchbenchError as e:
         if verbose:
