@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 import uuid
+import warnings
 from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -44,6 +45,18 @@ def _record(code: int) -> None:
     outcome = _OUTCOME.get()
     if outcome is not None:
         outcome.code = code
+
+
+def _format_warning(message: Any, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """benchbench's own warnings as one line, `benchbench: warning: ...`: no path, line number
+    or source line; other packages' warnings keep Python's format."""
+    if str(filename).startswith(str(PKG_DIR)):
+        return f"benchbench: warning: {message}\n"
+    return _PY_FORMAT(message, category, filename, lineno, line)
+
+
+_PY_FORMAT = warnings.formatwarning
 
 
 def _register_resolvers(*, fresh: bool = False) -> None:
@@ -202,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchbench: error: {e}", file=sys.stderr)
         return 2
     _register_resolvers(fresh=True)
+    warnings.formatwarning = _format_warning  # a job process (submitit) sets it in hydra_task
     outcome = Outcome()
     token = _OUTCOME.set(outcome)
     rank_tmp = None
@@ -230,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _OUTCOME.reset(token)
         sys.argv = old_argv
+        warnings.formatwarning = _PY_FORMAT
         if rank_tmp is not None:
             import shutil
 
@@ -251,6 +266,7 @@ def hydra_task(cfg: Any) -> dict[str, Any]:
 
     from benchbench.point import exit_code, run_point, verbose
 
+    warnings.formatwarning = _format_warning  # also in a launcher's own job process
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     job_num = hc.job.get("num", 0) if multirun else 0

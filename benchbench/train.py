@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchbench.checkpoint import keep_count, keep_recent, load_checkpoint, save_checkpoint, unwrap
+from benchbench.checkpoint import (
+    keep_count,
+    keep_recent,
+    load_checkpoint,
+    remove_empty,
+    save_checkpoint,
+    unwrap,
+)
 from benchbench.curves import Monitor
 from benchbench.errors import ConfigError
 from benchbench.evaluate import Periodic, Selection
@@ -312,6 +319,8 @@ def train(
     if ckpt_path is not None and main:
         with contextlib.suppress(OSError):
             ckpt_path.unlink()  # finished: the row is the record now (step-<k>.pt stay)
+        parent = ckpt_path.parent.parent  # <results.dir>/ckpt by default: made by this run too
+        remove_empty(ckpt_path.parent, *([parent] if parent.name == "ckpt" else []))
     return TrainResult(
         steps=ran, samples_seen=ran * budget.global_batch, final_loss=final,
         train_wall_s=prior_train_s + t_end - t_start, train_img_per_s=img_s,
