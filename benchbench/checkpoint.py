@@ -23,7 +23,7 @@ from benchbench.errors import BenchbenchError, ConfigError
 
 def root(cfg: Any) -> Path:
     """Where runs' checkpoint folders go: results.checkpoint_dir, else <results.dir>/ckpt."""
-    from benchbench.point import abs_path
+    from benchbench.paths import abs_path
 
     res = cfg.results
     if res.get("checkpoint_dir"):
@@ -41,10 +41,12 @@ def unwritable(folder: Path, cfg: Any) -> str | None:
     filesystem), found before training by making it and writing a file there; None: they can."""
     import tempfile
 
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # innermost first
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder, prefix=".probe."):
             pass
+        remove_empty(*made)  # the first checkpoint makes them again; a failed point leaves none
     except OSError as e:
         where = cfg.results.get("checkpoint_dir")
         key = (f"results.checkpoint_dir={where}" if where
@@ -52,6 +54,16 @@ def unwritable(folder: Path, cfg: Any) -> str | None:
         return (f"{key}: cannot write checkpoints to {folder} ({e.strerror or e}); set "
                 f"results.checkpoint_dir=<a writable folder>.")
     return None
+
+
+def remove_empty(*folders: Path) -> None:
+    """rmdir each folder in turn (innermost first) while it is empty: a finished run's
+    `<run_id>/` once last.pt is gone, and the `ckpt/` above it."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (kept step-<k>.pt, final.pt, another run), or gone
+            return
 
 
 def keep_count(tcfg: Any) -> int:

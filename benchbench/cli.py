@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 import uuid
+import warnings
 from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -44,6 +45,18 @@ def _record(code: int) -> None:
     outcome = _OUTCOME.get()
     if outcome is not None:
         outcome.code = code
+
+
+def _format_warning(message: Any, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """benchbench's own warnings as one line, `benchbench: warning: ...`: no path, line number
+    or source line; other packages' warnings keep Python's format."""
+    if str(filename).startswith(str(PKG_DIR)):
+        return f"benchbench: warning: {message}\n"
+    return _PY_FORMAT(message, category, filename, lineno, line)
+
+
+_PY_FORMAT = warnings.formatwarning
 
 
 def _register_resolvers(*, fresh: bool = False) -> None:
@@ -81,6 +94,15 @@ def check_overrides(argv: list[str]) -> None:
                 f"unknown {key} '{choice}'.{hint} Valid {key} options: {', '.join(opts)} "
                 f"(files in {'sweeps/' if key == 'study' else f'conf/{key}/'})."
             )
+
+
+def check_args(argv: list[str]) -> None:
+    """The override checks `benchbench` and `benchbench-status` share: group options, key
+    typos, value types and Hydra's quoting, each one ConfigError."""
+    from benchbench.overrides import check_keys
+
+    check_overrides(argv)
+    check_keys(argv, CONF_DIR)
 
 
 HELP = """\
@@ -180,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(), end="")
         return 0
     try:
-        from benchbench.overrides import check_keys
+        from benchbench.overrides import check_launcher, check_modes
 
-        check_overrides(argv)
-        check_keys(argv, CONF_DIR)
-        if not any(a.startswith("--cfg") or a in ("--info", "-c") for a in argv):
+        check_modes(argv)
+        check_args(argv)
+        if not any(a.split("=")[0] in ("--cfg", "-c", "--info", "-i") for a in argv):
+            check_launcher(argv, CONF_DIR)
             check_results_dir(argv)
     except BenchbenchError as e:
         if verbose:
@@ -192,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchbench: error: {e}", file=sys.stderr)
         return 2
     _register_resolvers(fresh=True)
+    warnings.formatwarning = _format_warning  # a job process (submitit) sets it in hydra_task
     outcome = Outcome()
     token = _OUTCOME.set(outcome)
     rank_tmp = None
@@ -220,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _OUTCOME.reset(token)
         sys.argv = old_argv
+        warnings.formatwarning = _PY_FORMAT
         if rank_tmp is not None:
             import shutil
 
@@ -241,6 +266,7 @@ def hydra_task(cfg: Any) -> dict[str, Any]:
 
     from benchbench.point import exit_code, run_point, verbose
 
+    warnings.formatwarning = _format_warning  # also in a launcher's own job process
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     job_num = hc.job.get("num", 0) if multirun else 0
@@ -269,7 +295,7 @@ class SweepSummary(Callback):
     per-job status files (jobs may have run in other processes or on other nodes)."""
 
     def on_multirun_end(self, config: Any, **_: Any) -> None:
-        from benchbench.point import abs_path
+        from benchbench.paths import abs_path
 
         if not _is_main():
             return

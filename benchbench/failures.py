@@ -13,6 +13,14 @@ from benchbench.errors import BenchbenchError
 OOM, DIVERGED, FAILED = "oom", "diverged", "failed"
 
 
+class Diverged(RuntimeError):
+    """The loss became NaN/inf; the run ends with status 'diverged'."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss became {loss} at step {step}; lower train.lr or raise warm-up")
+        self.step = step
+
+
 def short(e: BaseException, limit: int = 500) -> str:
     """`Type: first line of the message`, cut to `limit` characters (a row's error text)."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -24,7 +32,6 @@ def classify(e: BaseException, *, batch_size: int | None = None,
     """The row fields for a point that raised `e`: status, error and (diverged) the step.
     A BenchbenchError is the user's to fix, so its message is kept whole."""
     from benchbench.runtime import is_oom
-    from benchbench.train import Diverged
 
     if isinstance(e, BenchbenchError):
         return {"status": FAILED, "error": str(e)}

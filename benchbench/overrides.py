@@ -160,8 +160,8 @@ def check_keys(argv: list[str], conf_dir: str | Path) -> None:
     for arg in args:
         try:
             (o,) = parser.parse_overrides([arg])
-        except (HydraException, ValueError):
-            continue  # Hydra prints its own parse error
+        except (HydraException, ValueError) as e:
+            raise ConfigError(_parse_hint(arg, e)) from None
         key = o.key_or_group
         if (o.type != OverrideType.CHANGE or o.package or "/" in key
                 or key.split(".")[0] == "hydra"):
@@ -188,6 +188,55 @@ def check_keys(argv: list[str], conf_dir: str | Path) -> None:
             for v in _values(o):
                 if _bad(v, node):
                     raise ConfigError(f"{key} takes {want}, got {key}={_show(v)}.")
+
+
+def _parse_hint(arg: str, e: Exception) -> str:
+    """Hydra's override grammar reads `{`, `[` and `(` itself: a value holding them (a brace
+    pattern of shards) needs inner quotes, which the shell would otherwise strip."""
+    key, _, val = arg.partition("=")
+    why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (f"Hydra cannot read the override {arg} ({why}): put a value holding braces, "
+            f"brackets or parentheses in double quotes inside the shell's single quotes: "
+            f"'{key}=\"{val.strip(chr(34))}\"'.")
+
+
+# Hydra's run modes; it takes one per command and answers two with a bare ValueError
+_MODES = {"-m": "-m", "--multirun": "-m", "--cfg": "--cfg", "-c": "--cfg", "--info": "--info",
+          "-i": "--info", "--run": "--run", "-r": "--run", "--shell-completion": "--shell-completion",
+          "-sc": "--shell-completion"}
+
+
+def check_modes(argv: list[str]) -> None:
+    """`benchbench --cfg job -m ...`: one ConfigError saying what to drop."""
+    modes = sorted({_MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in _MODES})
+    if len(modes) < 2:
+        return
+    shows = [m for m in modes if m in ("--cfg", "--info")]
+    if "-m" in modes and shows:
+        raise ConfigError(f"{shows[0]} prints the config of one run and cannot go with -m: drop -m "
+                          f"and give each swept key one value (seed=0, not seed=0,1).")
+    raise ConfigError(f"{' and '.join(modes)} cannot go together: give one of them per command.")
+
+
+def slurm_launcher(conf_dir: str | Path, choice: str) -> bool:
+    """Whether hydra/launcher=<choice> submits to SLURM (submitit_slurm, or a preset on it)."""
+    if choice == "submitit_slurm":
+        return True
+    f = Path(conf_dir) / "hydra" / "launcher" / f"{choice}.yaml"
+    return f.is_file() and "submitit_slurm" in (_load(f).get("defaults") or [])
+
+
+def check_launcher(argv: list[str], conf_dir: str | Path) -> None:
+    """A SLURM launcher where there is no SLURM: one line (submitit raises a RuntimeError with a
+    traceback, "Could not detect srun")."""
+    import shutil
+
+    for arg in argv:
+        key, _, val = arg.partition("=")
+        if key.lstrip("+") == "hydra/launcher" and val and slurm_launcher(conf_dir, val) \
+                and shutil.which("srun") is None:
+            raise ConfigError(f"no SLURM here (no srun on PATH) for hydra/launcher={val}: use "
+                              f"hydra/launcher=local_gpus (or leave it out), or run on the cluster.")
 
 
 def _show(v: Any) -> str:

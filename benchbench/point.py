@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchbench.errors import BenchbenchError, ResultsError
+from benchbench.paths import abs_path as abs_path  # callers use point.abs_path
 from benchbench.summary_line import one_line
 
 # A point that failed for one of these is run again on relaunch without being asked: the
@@ -22,16 +23,6 @@ from benchbench.summary_line import one_line
 # failures (a bad config, a crash) stay failed until study.retry_failed=true.
 RETRY_BY_ITSELF = frozenset({"DataError", "ResultsError", "PermissionError",
                              "FileNotFoundError", "NotADirectoryError", "IsADirectoryError"})
-
-
-def abs_path(p: str) -> str:
-    """A path from the config, relative to where the user launched (Hydra changes cwd)."""
-    try:
-        from hydra.utils import to_absolute_path
-
-        return to_absolute_path(p)
-    except ValueError:  # outside a Hydra run
-        return os.path.abspath(p)
 
 
 def verbose(cfg: Any) -> bool:
@@ -198,7 +189,7 @@ def _run_claimed(cfg: Any, d: dict[str, Any], run_id: str, rdir: Path, *,
         task = TASKS.get(str(cfg.task.name))
         with runtime.sigterm_as_interrupt(), live.active():  # measure/probe: SIGTERM -> a row
             task(cfg, row, rdir=rdir, run_id=run_id,
-                 identity=results.redact(results.identity_config(d)))
+                 identity=results.redact(results.identity_config(d)), run_stage=run_task_to_row)
         row["status"] = row.get("status") or "ok"  # measure may have set "oom" itself
     except KeyboardInterrupt as e:
         # Ctrl-C / preemption: with a checkpoint a relaunch resumes, and no row is written;

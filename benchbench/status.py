@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from benchbench import cli
 
-        cli.check_overrides(args)
+        cli.check_args(args)  # the launcher's checks: key typos and value types too
         grid = points(args)
         states = [(over, state_of(cfg)) for over, cfg in grid]
     except BenchbenchError as e:

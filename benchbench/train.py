@@ -21,13 +21,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchbench.checkpoint import keep_count, keep_recent, load_checkpoint, save_checkpoint, unwrap
+from benchbench.checkpoint import (
+    keep_count,
+    keep_recent,
+    load_checkpoint,
+    remove_empty,
+    save_checkpoint,
+    unwrap,
+)
 from benchbench.curves import Monitor
 from benchbench.errors import ConfigError
 from benchbench.evaluate import Periodic, Selection
 from benchbench.evaluate import evaluate as evaluate
 from benchbench.evaluate import extract_features as extract_features
 from benchbench.evaluate import fewshot_probe as fewshot_probe
+from benchbench.failures import Diverged as Diverged  # defined beside the status it maps to
 from benchbench.measure.flops import TRAIN_FLOPS_PER_FORWARD
 from benchbench.optim import (
     _positive,
@@ -39,14 +47,6 @@ from benchbench.optim import (
 )
 from benchbench.runtime import autocast
 from benchbench.signals import Interrupted, SignalCatcher
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN/inf; the run ends with status 'diverged'."""
-
-    def __init__(self, step: int, loss: float):
-        super().__init__(f"loss became {loss} at step {step}; lower train.lr or raise warm-up")
-        self.step = step
 
 
 @dataclass(frozen=True)
@@ -319,6 +319,8 @@ def train(
     if ckpt_path is not None and main:
         with contextlib.suppress(OSError):
             ckpt_path.unlink()  # finished: the row is the record now (step-<k>.pt stay)
+        parent = ckpt_path.parent.parent  # <results.dir>/ckpt by default: made by this run too
+        remove_empty(ckpt_path.parent, *([parent] if parent.name == "ckpt" else []))
     return TrainResult(
         steps=ran, samples_seen=ran * budget.global_batch, final_loss=final,
         train_wall_s=prior_train_s + t_end - t_start, train_img_per_s=img_s,

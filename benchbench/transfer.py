@@ -45,10 +45,13 @@ def resolve_checkpoint(ref: str, results_dirs: list[Path],
                 f"init.checkpoint=/path/to/final.pt, or set results.checkpoint_dir to where "
                 f"the <run_id>/final.pt folders are now."
             )
-    where = ", ".join(str(c) for c in [*checkpoint_dirs, *(d / "ckpt" for d in results_dirs)])
+    # results.checkpoint_dir unset: it is <results.dir>/ckpt, so each folder is named once
+    seen = dict.fromkeys(str(c) for c in [*checkpoint_dirs, *(d / "ckpt" for d in results_dirs)])
     raise ConfigError(
-        f"no checkpoint '{ref}': not a file, and no {ref}/final.pt under {where or '(none)'}. "
-        f"Pre-train with train.save_final=true, or pass init.checkpoint=/path/to/file.pt."
+        f"no checkpoint '{ref}': not a file, and no {ref}/final.pt under "
+        f"{', '.join(seen) or '(none)'}. Pre-train with train.save_final=true, add the results "
+        f"folder it ran in with init.results_dirs=[DIR], or pass "
+        f"init.checkpoint=/path/to/file.pt."
     )
 
 

@@ -71,7 +71,7 @@ class PointRun:
                 self.run = wandb.init(
                     project=self.project, mode=self.mode, id=self.run_id, resume="allow",
                     name=run_name(row), group=row.get("study"), job_type=row.get("task"),
-                    config=redact(row.get("config") or {}), reinit=True)
+                    config=redact(row.get("config") or {}), reinit=_reinit(wandb))
             finally:
                 sys.argv = argv
         except Exception as e:  # noqa: BLE001 - wandb's errors come in many types
@@ -119,3 +119,13 @@ class PointRun:
             print(f"benchbench: wandb logging failed ({short(e)}); the point goes on and the "
                   f"row is saved.", file=sys.stderr)
         self.failed = True
+
+
+def _reinit(wandb: Any) -> Any:
+    """wandb.init's reinit: "finish_previous" where wandb knows it (0.19.10+, which calls
+    True deprecated and says so on every point), else True, its older spelling."""
+    try:
+        wandb.Settings(reinit="finish_previous")
+    except Exception:  # noqa: BLE001 - an older wandb rejects the string (its own error type)
+        return True
+    return "finish_previous"

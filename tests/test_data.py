@@ -242,8 +242,10 @@ def test_imagefolder_bad_images(tmp_path):
 
 
 def test_imagefolder_layout_errors(tmp_path):
-    with pytest.raises(DataError, match=r"data.root=None is not a folder: set data.root=DIR holding train/"):
-        load_dataset(cfg("imagefolder"))
+    with pytest.raises(DataError, match=r"imagefolder: data.root must be set: set data.root=DIR holding train/"):
+        load_dataset(cfg("imagefolder"))  # issue 23: was "data.root=None is not a folder"
+    with pytest.raises(DataError, match=r"data.root=/nope is not a folder: set data.root=DIR"):
+        load_dataset(cfg("imagefolder", root="/nope"))
     root = write_folder(tmp_path, {"train": {"a": 2, "b": 1}})
     with pytest.raises(DataError, match=r"lacks train/ or val/"):
         load_dataset(cfg("imagefolder", root=str(root)))

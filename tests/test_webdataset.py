@@ -164,8 +164,10 @@ def test_bad_shards_get_errors_naming_the_fix(tmp_path):
     (root / "train-0000.tar").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(DataError, match=r"train-0000.tar is truncated or not a tar file.*rewrite the shard"):
         load_dataset(cfg(root=str(root)))
-    with pytest.raises(DataError, match=r"data.root=None is not a folder"):
-        load_dataset(cfg())
+    with pytest.raises(DataError, match=r"webdataset: data.root must be set: data.root=DIR"):
+        load_dataset(cfg())  # issue 23: was "data.root=None is not a folder"
+    with pytest.raises(DataError, match=r"data.root=/nope is not a folder"):
+        load_dataset(cfg(root="/nope"))
 
 
 def test_folder_manifest_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, monkeypatch):
@@ -225,3 +227,36 @@ def test_folders_and_shards_train_through_the_cli_and_a_copy_is_skipped(run_cli,
     capsys.readouterr()
     code, _ = run_cli(f"data={fmt}", f"data.root={copy}", *TRAIN, "data.num_workers=0", tiny=False)
     assert code == 0 and f"skip {row['run_id']}: already ok" in capsys.readouterr().out
+
+
+def test_a_brace_pattern_with_missing_shards_is_an_error_naming_them(run_cli, tmp_path, capsys):
+    """Issue 23: train-{0000..0009}.tar with only 0000-0002 on disk trained on 3 shards, [ok]."""
+    root = tmp_path / "data"
+    write_shards(root, "train", 3, 6)
+    write_shards(root, "val", 1, 6)
+    code, rdir = run_cli("data=webdataset", f"data.root={root}", *TRAIN,
+                         'data.train_shards="train-{0000..0009}.tar"', tiny=False)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert ("data.train_shards=train-{0000..0009}.tar names 10 shards, 7 of them missing in "
+            f"{root}: train-0003.tar, train-0004.tar, train-0005.tar and 4 more") in err
+    (row,) = rows_of(rdir)
+    assert row["status"] == "failed" and "7 of them missing" in row["error"]
+    with pytest.raises(DataError, match=r"data.val_shards=val-\{0000..0001\}.tar names 2 shards, "
+                                        r"1 of them missing in .*: val-0001.tar; copy them"):
+        load_dataset(cfg(root=str(root), val_shards="val-{0000..0001}.tar"))
+    ok = load_dataset(cfg(root=str(root), train_shards="train-{0000..0002}.tar", max_resident_bytes=1))
+    assert len(ok.train) == 18  # every named shard there: no error
+
+
+def test_overlapping_patterns_read_each_sample_once_per_epoch(shards):
+    """A shard matched by two patterns (a brace list and a glob) is one shard: each of its
+    samples is in the split, and in an epoch's batches, exactly once."""
+    split = load_dataset(cfg(root=str(shards), train_shards="train-{0000..0002}.tar::train-*.tar",
+                             max_resident_bytes=1)).train
+    assert len(split) == 24
+    _, batches = _epoch_indices(split)
+    seen = [split.paths[i] for b in batches for i in b]
+    assert len(seen) == 24 and len(set(seen)) == 24  # 4 shards x 6 samples, none twice
+    assert {s.split(" key ")[0].rsplit("/", 1)[1] for s in seen} == {
+        f"train-{i:04d}.tar" for i in range(4)}

@@ -140,7 +140,7 @@ def test_keep_checkpoints_keeps_the_n_latest_step_files(tmp_path):
     assert set(transfer.load_state(tmp_path / "three" / "step-8.pt")) == {"weight", "bias"}
     seen = _train(tmp_path / "one")  # default: one rolling last.pt, gone at the end
     assert seen == {"files": ["last.pt"], "linked": None}
-    assert os.listdir(tmp_path / "one") == []
+    assert not (tmp_path / "one").exists()  # issue 23: no empty folder left behind
     for bad in (0, 1.5, True):
         with pytest.raises(ConfigError, match="train.keep_checkpoints must be a whole number"):
             _train(tmp_path / "bad", keep_checkpoints=bad)

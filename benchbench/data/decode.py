@@ -32,8 +32,12 @@ def decode_bytes(data: bytes, size: int, channels: int) -> torch.Tensor:
 
 
 def _pil(data: bytes, channels: int) -> torch.Tensor:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(data)) as im:
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:  # its text names the BytesIO, not the file: callers name it
+        raise OSError("not an image format torchvision or PIL can read") from None
+    with im:
         arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     return torch.from_numpy(np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)))

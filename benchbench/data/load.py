@@ -97,6 +97,7 @@ def load_dataset(cfg: Any) -> Dataset:
             if not len(train) or not len(test):
                 raise DataError(f"{name}: no readable images in the {'train' if not len(train) else 'test'} split.")
 
+    _warn_unseen_classes(name, train.y, test.y, k)
     train = replace(train, x=_to_channels(train.x, channels))
     test = replace(test, x=_to_channels(test.x, channels))
     if val is not None:
@@ -107,6 +108,20 @@ def load_dataset(cfg: Any) -> Dataset:
     else:
         mean, std = channel_stats(train.x)
     return Dataset(name, train, test, k, train.x.shape[1], mean, std, val)
+
+
+def _warn_unseen_classes(name: str, train_y: torch.Tensor, test_y: torch.Tensor, k: int) -> None:
+    """A class with test images but no training image: the model can never predict it, so
+    its test images all count as errors (a shard or folder left out of the copy)."""
+    n = max([k] + [int(y.max()) + 1 for y in (train_y, test_y) if len(y)])
+    have = torch.bincount(train_y, minlength=n) > 0
+    unseen = ((torch.bincount(test_y, minlength=n) > 0) & ~have).nonzero().flatten().tolist()
+    if unseen:
+        shown = ", ".join(map(str, unseen[:5])) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
+        what = f"class{'es' if len(unseen) > 1 else ''} {shown}"
+        warnings.warn(f"{name}: the test split has {what}, the training split none: the model "
+                      f"never learns {what}, so those test images count as errors (add the "
+                      f"training images, or raise data.train_size).", stacklevel=3)
 
 
 def _plain(cfg: Any) -> dict[str, Any]:

@@ -28,9 +28,15 @@ def hybrid_stages(resnet: str, patch_size: int) -> tuple[int, ...]:
 
 def check_hybrid(spec: ModelSpec, cfg: Any, p: int, image_size: int) -> None:
     if p not in HYBRID_PATCHES:
+        # name this model's own choices (not another hybrid's), those that fit the image first
+        fits = [d for d in HYBRID_PATCHES if d <= image_size and image_size % d == 0]
+        default = spec.patch_size if spec.patch_size in fits else (fits or [None])[-1]
+        named = f" ({hybrid_name(spec, cfg, default)})" if default else ""
         raise ConfigError(
             f"a hybrid's patch size is its ResNet's downsampling: 4, 8, 16 or 32, not {p}. "
-            f"Set model.patch_size=16 (R50+ViT-B/16) or 32."
+            f"Set model.patch_size={default or 'one of 4, 8, 16, 32'}{named}; for "
+            f"{image_size} px images {hybrid_name(spec, cfg, p).rsplit('/', 1)[0]} takes "
+            f"{', '.join(map(str, fits)) or 'none of them: raise data.image_size'}."
         )
     check_patch(cfg, p, image_size, allowed=HYBRID_PATCHES, what="downsampling")
 

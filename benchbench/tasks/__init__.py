@@ -1,8 +1,9 @@
 """The task registry: one entry per conf/task/*.yaml, keyed by `task.name`.
 
-A task is `run(cfg, row, *, rdir, run_id, identity)`: it fills the point's row or raises,
-and the point turns the exception into the row's status. Adding a task is one module here,
-one line below and one conf/task/ file.
+A task is `run(cfg, row, *, rdir, run_id, identity, run_stage)`: it fills the point's row or
+raises, and the point turns the exception into the row's status; `run_stage(cfg)` runs another
+config as a whole point (transfer's pre-training), handed in so tasks never import point.
+Adding a task is one module here, one line below and one conf/task/ file.
 """
 from __future__ import annotations
 

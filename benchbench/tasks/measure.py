@@ -10,7 +10,7 @@ from typing import Any
 
 
 def run(cfg: Any, row: dict[str, Any], *, rdir: Path | None = None, run_id: str | None = None,
-        identity: dict[str, Any] | None = None) -> None:
+        identity: dict[str, Any] | None = None, **_: Any) -> None:  # run_stage: unused
     from benchbench.runtime import resolve_device
 
     device = resolve_device(cfg.device)

@@ -8,7 +8,7 @@ from benchbench.errors import ConfigError
 
 
 def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
-        identity: dict[str, Any]) -> None:
+        identity: dict[str, Any], **_: Any) -> None:  # run_stage: unused
     from omegaconf import open_dict
 
     from benchbench.tasks.train import checkpoint_ref, fit, init_state

@@ -13,7 +13,7 @@ from benchbench.errors import ConfigError, ResultsError
 
 
 def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
-        identity: dict[str, Any]) -> None:
+        identity: dict[str, Any], **_: Any) -> None:  # run_stage: unused
     init = None
     ref = (cfg.get("init") or {}).get("checkpoint")
     if ref:
@@ -36,7 +36,7 @@ def init_state(cfg: Any, ref: str, rdir: Path, row: dict[str, Any]) -> dict[str,
     """Weights to start from: timm:<name> (local cache), hf:<folder> (a transformers ViT
     folder), a run_id, or a path."""
     from benchbench import checkpoint, results, transfer
-    from benchbench.point import abs_path
+    from benchbench.paths import abs_path
 
     if ref.startswith("timm:"):
         row["pretrain_run_id"] = ref

@@ -6,6 +6,7 @@ the few-shot probe reads the frozen pre-trained features.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,14 @@ from benchbench.errors import ConfigError
 
 
 def run(cfg: Any, row: dict[str, Any], *, rdir: Path, run_id: str,
-        identity: dict[str, Any]) -> None:
+        identity: dict[str, Any], run_stage: Callable[[Any], dict[str, Any]]) -> None:
+    """run_stage: point.run_task_to_row, handed in by the point (importing it here would
+    close an import cycle point -> tasks -> transfer -> point)."""
     from benchbench import checkpoint, results
-    from benchbench.point import run_task_to_row
     from benchbench.tasks.train import fit
     from benchbench.transfer import load_state, resolve_checkpoint
 
-    out = run_task_to_row(pretrain_config(cfg))  # skipped when its row is already there
+    out = run_stage(pretrain_config(cfg))  # skipped when its row is already there
     if out["status"] not in ("ok", "skipped") or (
             out["status"] == "skipped" and out.get("prior_status") != "ok"):
         ended = out.get("prior_status") or out["status"]

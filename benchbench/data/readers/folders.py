@@ -52,7 +52,9 @@ def _stamp(dirs: list[Path]) -> str:
 
 def _layout(root: Any) -> tuple[Path, Path]:
     fix = "set data.root=DIR holding train/ and val/ (or test/) folders of class folders"
-    if root is None or not Path(root).is_dir():
+    if root is None:
+        raise DataError(f"imagefolder: data.root must be set: {fix}.")
+    if not Path(root).is_dir():
         raise DataError(f"imagefolder: data.root={root} is not a folder: {fix}.")
     root = Path(root)
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)

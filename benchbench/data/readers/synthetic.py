@@ -3,6 +3,8 @@ deterministically in chunks, so any size needs no files."""
 from __future__ import annotations
 
 import math
+import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from benchbench.registry import cfg_get as _get
 SYN_SIZE, SYN_CLASSES, SYN_CHUNK = 32, 10, 1024
 SYN_DEFAULT_TRAIN, SYN_DEFAULT_TEST = 10_000, 2_000
 SYN_SHAPES = ("disc", "square", "triangle", "ring", "cross")
+SAY_AFTER_S = 20.0  # a generation this long or longer says so before the wait (issue 23)
 SYN_VERSION = 1  # part of every chunk's seed: bump it when the generator changes
 _SPLIT_IDS = {"train": 0, "test": 1}
 
@@ -99,11 +102,19 @@ def synthetic_split(n: int, *, split: str = "train", seed: int = 0, num_classes:
     """The first n images of the procedural split whose label is < num_classes."""
     per_10 = math.ceil(n / num_classes) * SYN_CLASSES  # labels cycle 0..9, so this many suffice
     xs, ys = [], []
-    for c in range(math.ceil(per_10 / SYN_CHUNK)):
+    chunks = math.ceil(per_10 / SYN_CHUNK)
+    t0 = time.perf_counter()
+    for c in range(chunks):
         x, y = _synthetic_chunk(seed, split, c)
         keep = y < num_classes
         xs.append(x[keep])
         ys.append(y[keep])
+        if c == 0 and (est := (time.perf_counter() - t0) * chunks) > SAY_AFTER_S:
+            took = f"{est:.0f} s" if est < 90 else f"{est / 60:.0f} min"
+            print(f"benchbench: synthetic: generating {n:,} {split} images, about {took} on "
+                  f"this CPU; a smaller "
+                  f"data.{'train' if split == 'train' else 'test'}_size takes less.",
+                  file=sys.stderr, flush=True)
     return Split(torch.from_numpy(np.concatenate(xs)[:n]), torch.from_numpy(np.concatenate(ys)[:n]))
 
 

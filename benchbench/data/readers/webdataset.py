@@ -25,15 +25,36 @@ from benchbench.registry import cfg_get as _get
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # what webdataset's default decoders call images
 
 
-def shard_paths(root: Path, pattern: str) -> list[str]:
-    """Shards matching `pattern` under root: brace patterns (`train-{0000..0099}.tar`,
-    webdataset's notation) and globs, sorted, each listed once."""
-    from webdataset.shardlists import expand_urls
+SHOW_MISSING = 3  # missing shards named in the error; the rest are counted
 
+
+def shard_paths(root: Path, pattern: str, key: str = "data.train_shards") -> list[str]:
+    """Shards matching `pattern` under root: brace patterns (`train-{0000..0099}.tar`,
+    webdataset's notation) and globs, sorted, each listed once. A brace pattern names every
+    shard it expands to: any that is not there is an error (a partial copy would silently
+    train on fewer shards, a smaller and different point)."""
+    try:
+        from webdataset.shardlists import expand_urls
+    except ImportError:
+        # a DataError: installing it is a fix outside benchbench, so a relaunch retries the point
+        raise DataError("data=webdataset needs the webdataset package: "
+                        "pip install 'benchbench[webdataset]'") from None
+
+    names = expand_urls(pattern)
     found: list[str] = []
-    for p in expand_urls(pattern):
-        found += sorted(glob.glob(str(root / p))) if any(ch in p for ch in "*?[") else (
+    missing: list[str] = []
+    for p in names:
+        hits = sorted(glob.glob(str(root / p))) if any(ch in p for ch in "*?[") else (
             [str(root / p)] if (root / p).is_file() else [])
+        found += hits
+        if not hits:
+            missing.append(p)
+    if found and missing:  # none found: the caller's "no shards match" says it
+        more = len(missing) - SHOW_MISSING
+        shown = ", ".join(missing[:SHOW_MISSING]) + (f" and {more} more" if more > 0 else "")
+        raise DataError(f"webdataset: {key}={pattern} names {len(names)} shards, "
+                        f"{len(missing)} of them missing in {root}: {shown}; copy them there, "
+                        f"or narrow {key} to the shards you have.")
     return sorted(dict.fromkeys(found))
 
 
@@ -88,13 +109,17 @@ def index_shard(path: str) -> tuple[list[str], list[int], list[int], list[int]]:
 def shard_manifest(cfg: Any) -> dict[str, Any]:
     """The cached index of the train and val shards, and their path-free fingerprint."""
     root = _get(cfg, "root")
-    if root is None or not Path(root).is_dir():
+    if root is None:
+        raise DataError("webdataset: data.root must be set: data.root=DIR, the folder holding "
+                        "the train-*.tar and val-*.tar shards.")
+    if not Path(root).is_dir():
         raise DataError(f"webdataset: data.root={root} is not a folder: set data.root=DIR holding "
                         f"train-*.tar and val-*.tar shards.")
     root = Path(root)
     patterns = {"train": str(_get(cfg, "train_shards", "train-*.tar")),
                 "test": str(_get(cfg, "val_shards", "val-*.tar"))}
-    shards = {part: shard_paths(root, pat) for part, pat in patterns.items()}
+    shards = {part: shard_paths(root, pat, f"data.{'train' if part == 'train' else 'val'}_shards")
+              for part, pat in patterns.items()}
     for part, found in shards.items():
         if not found:
             key = "train_shards" if part == "train" else "val_shards"
