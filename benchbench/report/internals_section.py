@@ -17,14 +17,22 @@ import pandas as pd
 from benchbench import families
 from benchbench.internals import patch_centre_distances
 from benchbench.report import internals_plots as ip
+from benchbench.report.internals_rows import (
+    MIN_GRID,
+    internals_rows,
+    line_excess,
+    load_npz,
+    name_settings,
+    runs_words,
+    sel_column,
+    size_words,
+    token_grid,
+)
 from benchbench.report.load import Study
 from benchbench.report.plots.common import Plot
 
 ATTN_FAMILIES = ("vit", "hybrid")
-MIN_GRID = 4  # a patch grid under 4x4 cannot show locality (2x2: every patch neighbours all)
 MAX_PANELS = 12  # attention-distance panels in one figure; more are named in the caption
-FIELDS = ("attn_dist_first_px", "attn_dist_last_px", "attn_dist_min_first_px",
-          "pos_grid_score", "cnn_rf_last_px")
 
 
 @dataclass
@@ -52,128 +60,6 @@ class InternalsSection:
                 L += [f"![{p.title}]({p.png.name})", ""]
             L += [p.caption + (f" ({others})" if others else ""), ""]
         return L
-
-
-def _rows(study: Study) -> pd.DataFrame:
-    """Ok rows with any internals number; train rows only when there are any (a fine-tune's
-    internals belong to another question than pre-training data size)."""
-    df = study.df[study.df["status"] == "ok"]
-    cols = [c for c in FIELDS if c in df]
-    if not cols:
-        return df.iloc[0:0]
-    df = df[df[cols].notna().any(axis=1)].copy()
-    if (df["task"] == "train").any():
-        df = df[df["task"] == "train"]
-    for c in ("train_size", "patch_size", "image_size", "seed", "top1", "val_top1", "lr",
-              "epochs", "steps", "batch_size", "pretrain_train_size", *cols):
-        if c in df:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    if "point" not in df:  # hand-made frames: every row its own setting but for the seed
-        df["point"] = df.drop(columns=["seed", "run_id"], errors="ignore").astype(str).agg(
-            "|".join, axis=1)
-    return df
-
-
-def _load_npz(dirs: Sequence[Path], run_id: str, notes: list[str]) -> dict[str, np.ndarray] | None:
-    for d in dirs:
-        p = Path(d) / "internals" / f"{run_id}.npz"
-        if p.exists():
-            try:
-                with np.load(p, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}
-            except (OSError, ValueError) as e:
-                notes.append(f"`{p}` could not be read ({type(e).__name__}); left out of the plots.")
-                return None
-    return None
-
-
-def _size(n: float) -> str:
-    n = int(n)
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
-
-
-def _epochs(e: float) -> str:
-    return f"{float(f'{e:.2g}'):g} epochs"
-
-
-# Columns that name a setting, with how each is written; only those that vary are named.
-SETTING_WORDS = (
-    ("dataset", str), ("pretrain_dataset", lambda v: f"pre-trained on {v}"),
-    ("pretrain_train_size", lambda v: f"{_size(v)} pre-training images"),
-    ("train_size", lambda v: f"{_size(v)} images"), ("image_size", lambda v: f"{int(v)} px"),
-    ("lr", lambda v: f"lr {v:g}"), ("epochs", _epochs), ("steps", lambda v: f"{int(v)} steps"),
-    ("batch_size", lambda v: f"batch {int(v)}"),
-)
-
-
-def _varying(rows: pd.DataFrame, within: Sequence[str] = ()) -> list[str]:
-    """SETTING_WORDS columns with more than one value (within each `within` group)."""
-    out = []
-    for c, _ in SETTING_WORDS:
-        if c not in rows or c in within:
-            continue
-        g = rows.groupby(list(within), dropna=False)[c] if within else None
-        n = g.nunique().max() if g is not None else rows[c].nunique()
-        if n > 1:
-            out.append(c)
-    if "epochs" in out and "steps" in out:  # one follows the other at a fixed size: say epochs
-        out.remove("steps")
-    return out
-
-
-def _words(r: pd.Series, cols: Sequence[str]) -> str:
-    return ", ".join(f(r[c]) for c, f in SETTING_WORDS if c in cols and pd.notna(r[c]))
-
-
-def _name_settings(rows: pd.DataFrame) -> pd.DataFrame:
-    """Columns `setting` (the settings that vary across the rows, the training-set size
-    always), `line` (model and the settings other than the size that vary at one size: a
-    line of the against-data figure) and `runs` (how many runs share the setting)."""
-    panel_cols = ["train_size", *[c for c in _varying(rows) if c != "train_size"]]
-    line_cols = [c for c in _varying(rows, ["model", "train_size"]) if c != "train_size"]
-    rows = rows.assign(setting=[_words(r, panel_cols) for _, r in rows.iterrows()],
-                       line=[" ".join(x for x in (r["model"], _words(r, line_cols)) if x)
-                             for _, r in rows.iterrows()])
-    dup = rows.groupby(["model", "setting"])["point"].transform("nunique") > 1
-    if dup.any():  # settings that differ in a config key no column shows
-        k = rows.groupby(["model", "setting"])["point"].rank(method="dense").astype(int)
-        rows.loc[dup, "setting"] = rows.loc[dup, "setting"] + ", setting " + k[dup].astype(str)
-    rows["runs"] = rows.groupby("point")["run_id"].transform("size")
-    rows["_fam"] = rows["family"].map(families.sort_key)
-    return rows.sort_values(["_fam", "model", "train_size", "setting", "seed"], kind="stable")
-
-
-def _runs_words(d: pd.DataFrame) -> str:
-    seeds = sorted(int(s) for s in d["seed"].dropna())
-    return (f"{len(d)} runs, seeds {', '.join(map(str, seeds))}" if len(d) > 1
-            else f"1 run, seed {seeds[0]}" if seeds else "1 run")
-
-
-def _sel_col(rows: pd.DataFrame) -> str:
-    """Validation top-1 where every row has it (as the tables select), else test top-1."""
-    return "val_top1" if "val_top1" in rows and rows["val_top1"].notna().all() else "top1"
-
-
-def _grid(a: dict[str, np.ndarray] | None) -> tuple[int, int] | None:
-    return tuple(int(v) for v in a["token_grid"]) if a and "token_grid" in a else None
-
-
-def line_excess(sim: np.ndarray, degree: int = 3) -> float | None:
-    """Row/column excess of a position-similarity [gh, gw, gh, gw]: the coefficient of
-    "shares a row or column" in a least-squares fit of the similarity of distinct patch pairs
-    to a cubic in their distance plus that indicator. Embeddings whose similarity depends
-    only on distance score ~0 (the plain grid score gives them 0.15-0.23 on a 4x4 grid).
-    None under a MIN_GRID grid: too few distances to tell the two apart."""
-    sim = np.asarray(sim, dtype=np.float64)
-    if min(sim.shape[:2]) < MIN_GRID:
-        return None
-    i, j, k, m = np.indices(sim.shape)
-    dist = np.hypot(i - k, j - m)
-    pair = dist > 0
-    line = ((i == k) | (j == m)) & pair
-    X = np.stack([dist[pair] ** p for p in range(degree + 1)] + [line[pair].astype(float)], 1)
-    coef, *_ = np.linalg.lstsq(X, sim[pair], rcond=None)
-    return float(coef[-1])
 
 
 def _stats(d: pd.DataFrame, metric: str) -> tuple[float, float, int]:
@@ -225,8 +111,8 @@ def _trend_findings(rows: pd.DataFrame, x: str = "train_size",
             if not (np.isfinite(a[0]) and np.isfinite(b[0])):
                 continue
             u = f" {unit}" if unit else ""
-            head = (f"{line}: the {name} is {_fmt(*a, nd)}{u} at {_size(sizes[0])} {noun} "
-                    f"and {_fmt(*b, nd)}{u} at {_size(sizes[-1])}")
+            head = (f"{line}: the {name} is {_fmt(*a, nd)}{u} at {size_words(sizes[0])} {noun} "
+                    f"and {_fmt(*b, nd)}{u} at {size_words(sizes[-1])}")
             diff = _differs(a, b)
             if diff is None:
                 tail = "; with a single run the seed spread is unknown, so this is no trend."
@@ -308,8 +194,8 @@ def _attention_panels(attn: pd.DataFrame, arrays: dict[str, dict]):
     for _, d in attn.groupby("point", sort=False):
         r0 = d.iloc[0]
         dists = [arrays[r]["attn_dist_px"] for r in d["run_id"]]
-        grid = _grid(arrays[r0["run_id"]])
-        runs = _runs_words(d)
+        grid = token_grid(arrays[r0["run_id"]])
+        runs = runs_words(d)
         label = f"{r0['model']}\n{r0['setting']}\n{runs}"
         uniform = _uniform_px(arrays[r0["run_id"]])
         small = grid is not None and min(grid) < MIN_GRID
@@ -320,7 +206,7 @@ def _attention_panels(attn: pd.DataFrame, arrays: dict[str, dict]):
         if small:
             coarse[str(r0["model"])] = grid
         else:
-            best = d[_sel_col(attn)].mean()  # per model the largest set, then the best setting
+            best = d[sel_column(attn)].mean()  # per model the largest set, then the best setting
             spread.append(((r0["train_size"], best), (r0["family"], r0["model"], _spread_finding(
                 r0["model"], r0["setting"], runs, dists, uniform))))
     spread = [s for _, s in sorted(spread, key=lambda kv: kv[0])]
@@ -328,15 +214,15 @@ def _attention_panels(attn: pd.DataFrame, arrays: dict[str, dict]):
 
 
 def build(study: Study, out: Path, formats: Sequence[str]) -> InternalsSection | None:
-    rows = _rows(study)
+    rows = internals_rows(study)
     if rows.empty:
         return None
     sec = InternalsSection()
     arrays = {r: a for r in rows["run_id"]
-              if (a := _load_npz(study.dirs, r, sec.notes)) is not None}
+              if (a := load_npz(study.dirs, r, sec.notes)) is not None}
     excess = [line_excess(arrays[r]["pos_sim"]) if "pos_sim" in arrays.get(r, {}) else None
               for r in rows["run_id"]]
-    rows = _name_settings(rows.assign(pos_line_excess=pd.to_numeric(pd.Series(
+    rows = name_settings(rows.assign(pos_line_excess=pd.to_numeric(pd.Series(
         excess, index=rows.index, dtype=object), errors="coerce")))
     attn = rows[rows["family"].isin(ATTN_FAMILIES) & rows["run_id"].isin(arrays)]
     attn = attn[np.array([("attn_dist_px" in arrays[r]) for r in attn["run_id"]], dtype=bool)]
@@ -419,7 +305,7 @@ def _chosen_pos(attn: pd.DataFrame, arrays: dict[str, dict]
     have = attn[np.array(ok, dtype=bool)]
     if have.empty:
         return [], ""
-    sel = _sel_col(have)
+    sel = sel_column(have)
     on = "validation" if sel == "val_top1" else "test"
     lead = have.groupby("model").agg(f=("_fam", "first"), s=(sel, "max"))
     model = lead.sort_values(["f", "s"], ascending=[True, False]).index[0]
@@ -429,7 +315,7 @@ def _chosen_pos(attn: pd.DataFrame, arrays: dict[str, dict]
     for size in dict.fromkeys([sizes[0], sizes[-1]]):
         r = d[d["train_size"] == size].sort_values(sel, ascending=False).iloc[0]
         ex = r["pos_line_excess"]
-        label = (f"{r['model']}, {_size(size)} images\nseed {int(r['seed'])}, {on} "
+        label = (f"{r['model']}, {size_words(size)} images\nseed {int(r['seed'])}, {on} "
                  f"{100 * r[sel]:.1f}%" + (f", excess {ex:.2f}" if pd.notna(ex) else ""))
         out.append((label, arrays[r["run_id"]]["pos_sim"]))
     return out, on
