@@ -257,3 +257,14 @@ def test_speed_memory_caption_promises_only_what_is_drawn(tmp_path):
     two = pts.assign(infer_img_per_s=[2e4, 3e4, 5e3], acc=[0.8, 0.7, 0.75],
                      sel=[0.8, 0.7, 0.75])
     assert "lines join them (ViT)" in speed_memory(two, tmp_path, ["png"]).caption
+
+
+def test_pos_similarity_title_clears_the_colour_bar():
+    sim = internals.embedding_similarity(np.random.default_rng(0).normal(size=(4, 4, 8)))
+    fig = ip.draw_pos_similarity([("ViT-micro/8, 10k images\nseed 2, validation 85.0%, "
+                                   "excess 0.05", sim)])
+    r = _renderer(fig)
+    title = fig.axes[0].title.get_window_extent(r)
+    bar = fig.axes[-1]
+    assert not any(_boxes_overlap(title, t.get_window_extent(r))
+                   for t in bar.get_yticklabels() if t.get_text())

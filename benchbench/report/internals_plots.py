@@ -162,7 +162,8 @@ def similarity_mosaic(sim: np.ndarray) -> np.ndarray:
 
 def draw_pos_similarity(panels: Sequence[tuple[str, np.ndarray]]) -> Figure:
     """Cosine similarity of position embeddings, one tile per patch (Figure 7 centre)."""
-    fig, axes = _row_of_axes(len(panels), 3.2, 3.4)
+    fig = Figure(figsize=(3.2 * len(panels) + 1.0, 3.4), layout="constrained")  # +1: the bar
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     im = None
     for ax, (label, sim) in zip(axes, panels):
         sim = np.asarray(sim)
