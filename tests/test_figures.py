@@ -268,3 +268,23 @@ def test_pos_similarity_title_clears_the_colour_bar():
     bar = fig.axes[-1]
     assert not any(_boxes_overlap(title, t.get_window_extent(r))
                    for t in bar.get_yticklabels() if t.get_text())
+
+
+def test_runs_on_different_data_at_one_size_are_different_settings():
+    """A synthetic pre-training run and a Fashion-MNIST run of 500 images are not one
+    '500 images' group: each is its own setting, named by its dataset."""
+    from benchbench.report.internals_rows import name_settings
+
+    rows = pd.DataFrame([dict(run_id=f"r{i}", family="vit", model="ViT-micro/8", seed=0,
+                              train_size=500, dataset=ds, point=ds, lr=1e-3, epochs=3.0)
+                         for i, ds in enumerate(("synthetic", "fashion_mnist"))])
+    named = name_settings(rows)
+    assert sorted(named["setting"]) == ["fashion_mnist, 500 images", "synthetic, 500 images"]
+    assert list(named["runs"]) == [1, 1]
+
+
+def test_random_position_embeddings_have_no_row_column_excess():
+    rng = np.random.default_rng(0)
+    v = [line_excess(internals.embedding_similarity(rng.normal(size=(4, 4, 128))))
+         for _ in range(50)]
+    assert abs(np.mean(v)) < 0.01 and np.std(v) < 0.03
