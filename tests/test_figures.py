@@ -58,7 +58,7 @@ def test_compute_accuracy_gives_each_model_of_a_family_its_own_marker(tmp_path, 
     marker = {c.get_label(): c.lines[0].get_marker() for c in ax.containers}
     assert marker["ViT-micro/16"] != marker["ViT-micro/8"]
     legend = [t.get_text() for t in keep_figures[-1].legends[0].get_texts()]
-    assert {"ViT-micro/16", "ViT-micro/8"} <= set(legend)
+    assert {"ViT", "  ViT-micro/16", "  ViT-micro/8", "BiT", "  R-micro"} <= set(legend)
 
 
 def test_a_validation_frontier_that_goes_down_is_explained(tmp_path, keep_figures):

@@ -86,7 +86,16 @@ def compute_accuracy(
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    handles, labels = legend_entries(ax)
+    handles, labels = [], []
+    by_label = dict(zip(*reversed(legend_entries(ax))))
+    for f in fams:  # the family (its colour), then its models (their markers)
+        handles.append(Line2D([], [], color=families.style(f)[0], lw=4, alpha=0.75))
+        labels.append(families.label(f))
+        for m in models_in(pts[pts["family"] == f]):
+            handles.append(by_label.pop(m))
+            labels.append(f"  {m}")
+    handles += list(by_label.values())  # the chance line
+    labels += list(by_label)
     if lines:
         handles.append(Line2D([], [], color="gray", lw=1.3))
         labels.append("frontier (per family)")
