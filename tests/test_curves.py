@@ -365,7 +365,7 @@ def test_the_report_draws_the_training_curves_it_finds(run_cli, monkeypatch):
     loss = [ln for ln in drawn["lines"] if ln.axes is drawn["lines"][0].axes]
     # rows at steps 2, 4, 6 (train.log_every) and 3 (eval.every_steps), x 64 images
     assert len(loss) == 2 and list(loss[0].get_xdata()) == [128, 192, 256, 384]
-    assert drawn["labels"][1].startswith("accuracy [%] (solid: val, dotted: test)")
+    assert drawn["labels"][1].startswith("accuracy [%] (circles: val, crosses: test)")
     for p in (rdir / "metrics").glob("*.csv"):
         p.unlink()
     assert main([str(rdir), "--n-boot", "0", "--formats", "png"]) == 0

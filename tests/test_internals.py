@@ -339,11 +339,12 @@ def test_attention_distance_plot_draws_every_head(tmp_path):
         expected = [(layer + 1, d[layer, h]) for layer in range(d.shape[0])
                     for h in range(d.shape[1])]
         np.testing.assert_array_equal(heads.get_offsets(), expected)
-        line = next(ln for ln in ax.lines if ln.get_gid() == "cnn_rf")
-        np.testing.assert_allclose(line.get_xdata(), [0.25 * d.shape[0], d.shape[0]])
-        np.testing.assert_array_equal(line.get_ydata(), [7.0, 75.0])
-    layer_fig = ip.draw_attention_distance([("a", a, IMG)], cnn_rf=rf, cnn_rf_units="layer")
-    np.testing.assert_array_equal(layer_fig.axes[0].lines[0].get_xdata(), [0.25, 1.0])
+        assert not [ln for ln in ax.lines if ln.get_gid() == "cnn_rf"]  # not on the distance axis
+    # the receptive field (a diameter) has a panel of its own, at depth fractions
+    line = next(ln for ln in fig.axes[2].lines if ln.get_gid() == "cnn_rf")
+    np.testing.assert_allclose(line.get_xdata(), [0.25, 1.0])
+    np.testing.assert_array_equal(line.get_ydata(), [7.0, 75.0])
+    assert "receptive field" in fig.axes[2].get_title()
     stem = tmp_path / "fig7.right"
     _png_ok(ip.attention_distance_plot([("a", a, IMG)], stem, cnn_rf=rf), stem)
     with pytest.raises(ValueError, match="cnn_rf_units"):
@@ -364,32 +365,32 @@ def test_pos_similarity_plot_shows_each_patch_tile(tmp_path):
 
 def test_internals_vs_data_plot_means_over_seeds(tmp_path):
     rows = pd.DataFrame([
-        dict(family="vit", patch_size=8, train_size=1000, seed=0, attn_dist_first_px=4.0,
-             pos_grid_score=0.1),
-        dict(family="vit", patch_size=8, train_size=1000, seed=1, attn_dist_first_px=6.0,
-             pos_grid_score=0.3),
-        dict(family="vit", patch_size=8, train_size=10000, seed=0, attn_dist_first_px=9.0,
-             pos_grid_score=0.5),
-        dict(family="vit", patch_size=4, train_size=1000, seed=0, attn_dist_first_px=2.0,
-             pos_grid_score=None),
-        dict(family="bit", patch_size=None, train_size=1000, seed=0, attn_dist_first_px=None,
-             pos_grid_score=None),
+        dict(family="vit", model="ViT-S/8", train_size=1000, seed=0, attn_dist_first_px=4.0,
+             pos_line_excess=0.1),
+        dict(family="vit", model="ViT-S/8", train_size=1000, seed=1, attn_dist_first_px=6.0,
+             pos_line_excess=0.3),
+        dict(family="vit", model="ViT-S/8", train_size=10000, seed=0, attn_dist_first_px=9.0,
+             pos_line_excess=0.5),
+        dict(family="vit", model="ViT-S/4", train_size=1000, seed=0, attn_dist_first_px=2.0,
+             pos_line_excess=None),
+        dict(family="bit", model="R50", train_size=1000, seed=0, attn_dist_first_px=None,
+             pos_line_excess=None),
     ])
     fig = ip.draw_internals_vs_data(rows)
     dist_ax, score_ax = fig.axes
     lines = {c.get_label(): c.lines[0] for c in dist_ax.containers}
-    np.testing.assert_array_equal(lines["ViT/8"].get_xdata(), [1000, 10000])
-    np.testing.assert_array_equal(lines["ViT/8"].get_ydata(), [5.0, 9.0])
-    np.testing.assert_array_equal(lines["ViT/4"].get_ydata(), [2.0])
-    assert not any("BiT" in g for g in lines)
-    bars = next(c for c in dist_ax.containers if c.get_label() == "ViT/8")
+    np.testing.assert_array_equal(lines["ViT-S/8"].get_xdata(), [1000, 10000])
+    np.testing.assert_array_equal(lines["ViT-S/8"].get_ydata(), [5.0, 9.0])
+    np.testing.assert_array_equal(lines["ViT-S/4"].get_ydata(), [2.0])
+    assert not any("R50" in g for g in lines)
+    bars = next(c for c in dist_ax.containers if c.get_label() == "ViT-S/8")
     seg = bars.lines[2][0].get_segments()[0]
     np.testing.assert_allclose(seg[:, 1], [5.0 - math.sqrt(2), 5.0 + math.sqrt(2)])
     score_lines = {c.get_label(): c.lines[0] for c in score_ax.containers}
-    np.testing.assert_allclose(score_lines["ViT/8"].get_ydata(), [0.2, 0.5])
+    np.testing.assert_allclose(score_lines["ViT-S/8"].get_ydata(), [0.2, 0.5])
     stem = tmp_path / "internals_vs_data"
     _png_ok(ip.internals_vs_data_plot(rows, stem), stem)
-    empty = ip.draw_internals_vs_data(rows.drop(columns=["pos_grid_score"]))
+    empty = ip.draw_internals_vs_data(rows.drop(columns=["pos_line_excess"]))
     assert empty.axes[1].texts[0].get_text() == "no data"
 
 
@@ -420,12 +421,12 @@ def test_report_internals_single_seed_trends_are_one_sentence_not_one_per_metric
 
     from benchbench.report.internals_section import _trend_findings
 
-    base = dict(attn_dist_first_px=14.0, attn_dist_last_px=14.0, pos_grid_score=0.1)
+    base = dict(attn_dist_first_px=14.0, attn_dist_last_px=14.0, pos_line_excess=0.1)
     one = pd.DataFrame([dict(base, model=m, train_size=n, seed=0)
                         for m in ("V/8", "V/16") for n in (1000, 9000)])
     (line,) = _trend_findings(one)
-    assert line.startswith("Internals of V/8, V/16: one seed per point") and "seed=0,1,2" in line
-    three = pd.DataFrame([dict(base, model="V/8", train_size=n, seed=s, pos_grid_score=0.1 * s)
+    assert line.startswith("Internals of V/8, V/16: one run per setting") and "seed=0,1,2" in line
+    three = pd.DataFrame([dict(base, model="V/8", train_size=n, seed=s, pos_line_excess=0.1 * s)
                           for n in (1000, 9000) for s in range(3)])
     lines = _trend_findings(three)
     assert len(lines) == 3 and all("within the seed spread" in x for x in lines)
