@@ -189,3 +189,19 @@ def test_preview_cli_writes_grid_and_arrays(tmp_path, capsys):
     assert "--n must be a positive" in capsys.readouterr().err
     assert preview.main(["model=vit_nope", "--out", str(out)]) == 2
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_reduced_jpeg_decode_matches_the_full_decode():
+    """Draft mode (JPEG at 1/2..1/8 scale when the crop keeps image_size pixels) gives the
+    crop a full-resolution PNG decode gives, up to JPEG's own error."""
+    from PIL import Image as PILImage
+
+    from benchbench.data.decode import decode_crop
+
+    jpg, png = encoded("JPEG"), encoded("PNG")
+    with PILImage.open(io.BytesIO(jpg)) as im:
+        im.draft("RGB", (W // 8, H // 8))
+        assert im.size == (W // 8, H // 8)  # this PIL reduces at decode time
+    diffs = [int((decode_crop(jpg, 32, 3, s).int() - decode_crop(png, 32, 3, s).int()).abs().max())
+             for s in range(20)]
+    assert max(diffs) <= 3
