@@ -3,8 +3,10 @@ randomness drawn from (seed, step) so a resumed run sees the same images.
 
   none       no augmentation
   cifar      reflect-pad by image_size // 8, random crop, horizontal flip (data.augment=true)
-  inception  random resized crop (area 8-100%, aspect 3/4-4/3) + flip: the paper's
-             pre-processing (Szegedy et al. 2015, as in big_vision's inception_crop)
+  inception  random resized crop + flip: the paper's pre-processing (Szegedy et al. 2015, as
+             in big_vision's inception_crop). Folders and shards crop the whole decoded image
+             in the decode workers (data.decode.decode_crop: area 5-100%, big_vision's); the
+             small in-memory sets keep this module's batched crop (area 8-100%, clamped box)
   augreg     inception + RandAugment(2, 10) + Mixup(0.2): the ImageNet-1k recipe of big_vision's
              configs/vit_i1k.py ("How to train your ViT", Steiner et al. 2022)
 Evaluation takes the centre `data.crop_pct` of each image (null: the whole image).
@@ -138,18 +140,26 @@ def _beta(alpha: float, g: torch.Generator, device: torch.device) -> torch.Tenso
     return torch.nan_to_num(z[0] / z.sum(), nan=0.5)  # both draws may underflow at small alpha
 
 
+def crops(value: object) -> bool:
+    """Whether data.augment's recipe takes a random resized crop (then folders and shards
+    crop the whole image at decode time)."""
+    return RECIPES[recipe_name(value)].resized_crop
+
+
 def apply(name: str, x: torch.Tensor, y: torch.Tensor, *, size: int, g: torch.Generator,
-          global_n: int, sl: slice, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+          global_n: int, sl: slice, num_classes: int | None, cropped: bool = False,
+          mix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Recipe `name` on a float (B, C, H, W) batch in [0, 255] units (native size for a
-    resized crop, else already `size`) -> (images at `size`, labels or soft targets)."""
+    resized crop, else already `size`) -> (images at `size`, labels or soft targets).
+    cropped: the decoder already took the crop and flip; mix=False leaves out mixup (preview)."""
     r = RECIPES[name]
-    if r.resized_crop:
+    if r.resized_crop and not cropped:
         x = resized_crop_flip(x, size, g, global_n, sl, flip=r.flip)
     elif r.pad_crop:
         x = pad_crop_flip(x, g, global_n, sl)
     if r.randaug is not None:
         x = randaugment(x, *r.randaug, g, global_n, sl)
-    if r.mixup_alpha:
+    if r.mixup_alpha and mix:
         assert num_classes, "mixup needs the number of classes"
         x, y = mixup(x, y, r.mixup_alpha, num_classes, g)
     return x, y
