@@ -173,7 +173,7 @@ def test_absolute_warmup_steps_replace_the_fraction_and_must_end_before_the_run(
 
 
 def test_learning_rate_per_model_from_the_preset_table_and_a_swept_lr_wins():
-    pre = OmegaConf.load(os.path.join(REPO_CONF, "train", "paper_pretrain.yaml"))
+    pre = OmegaConf.load(os.path.join(REPO_CONF, "train", "paper_jft.yaml"))
     assert pre.lr is None and pre.warmup_steps == 10000
     assert resolve_lr(pre, "ViT-H/14") == 3e-4 and resolve_lr(pre, "ViT-B/32") == 8e-4
     assert resolve_lr(pre, "R50+ViT-B/16") == 8e-4 and resolve_lr(pre, "R152x2") == 6e-4
