@@ -376,3 +376,42 @@ def test_finetune_preset_is_table_4_and_its_study_sweeps_the_lr_grid_on_validati
     assert str(st.hydra.sweeper.params["train.lr"]) == "0.001,0.003,0.01,0.03"
     assert st.data.val_split == 0.02 and st.data.image_size == 384
     assert st.data.augment == "inception" and st.train.optimizer == "sgd"
+
+
+def _readme_protocol_rows():
+    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    body = text.split("<!-- protocol-table -->")[1].split("<!-- /protocol-table -->")[0]
+    rows = []
+    for line in body.strip().splitlines()[2:]:
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        rows.append(dict(zip(("preset", "key", "paper", "bb", "why", "source"), cells)))
+    return rows
+
+
+def test_readme_protocol_table_reads_true_against_the_presets():
+    import yaml
+
+    rows = _readme_protocol_rows()
+    assert {r["preset"] for r in rows} == {"paper_jft", "paper_i21k", "paper_i1k", "paper_finetune"}
+    presets = {p: _preset(p) for p in {r["preset"] for r in rows}}
+    for r in rows:
+        node = presets[r["preset"]]
+        head, _, sub = r["key"].partition(".")
+        actual = node[head][sub] if sub else node[head]
+        actual = OmegaConf.to_container(actual) if OmegaConf.is_config(actual) else actual
+        bb, paper = yaml.safe_load(r["bb"]), yaml.safe_load(r["paper"])
+        assert actual == bb, f"README says {r['preset']} {r['key']} = {bb}, the preset has {actual}"
+        assert r["source"], f"{r['preset']} {r['key']}: no source"
+        if not r["why"]:  # no difference stated: the paper's value is benchbench's
+            assert paper == bb, f"{r['preset']} {r['key']}: paper {paper} != {bb} and no why"
+    # every per-model lr of the JFT preset is in the table (a new entry cannot go unlisted)
+    listed = {r["key"] for r in rows if r["preset"] == "paper_jft"}
+    assert {f"lr_by_model.{m}" for m in presets["paper_jft"].lr_by_model} <= listed
+
+
+def test_readme_augreg_table_matches_the_settings():
+    from benchbench.data import augreg
+
+    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    for name, s in augreg.SETTINGS.items():
+        assert f"| {name} | {s.randaug[0]}, {s.randaug[1]} | {s.mixup} |" in text
