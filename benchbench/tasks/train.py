@@ -286,7 +286,8 @@ def _regularised(mcfg: Any, tcfg: Any, reg: tuple[float, float] | None,
             v = reg[i]
         if v is not None:
             over[mkey] = float(v)
-    out = OmegaConf.merge(mcfg, over) if over else mcfg
+    out = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(mcfg, resolve=True)), over) \
+        if over else mcfg  # a plain copy: a model file without the key takes it too
     row.update(drop_rate=float(out.get("drop_rate") or 0.0),
                drop_path_rate=float(out.get("drop_path_rate") or 0.0))
     return out
