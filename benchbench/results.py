@@ -42,6 +42,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
     "fewshot_dataset", "peak_flops_source", "threads", "error_type",
     "slurm_job_id", "slurm_array_task_id", "log_path", "weights_path",
+    "effective_lr", "drop_rate", "drop_path_rate", "randaug", "mixup_alpha",
 )
 # What the model learned (benchbench.internals, paper Figure 7); null where it does not apply.
 INTERNALS_FIELDS: tuple[str, ...] = (
@@ -84,7 +85,11 @@ NULL_NEUTRAL_KEYS: list[str] = [
     "eval.max_samples",
     *(f"{pre}{k}" for pre in ("", "task.finetune.")
       for k in ("data.val_split", "data.crop_pct", "train.warmup_steps", "train.lr_by_model",
-                "train.eval_every_epochs", "train.early_stop")),
+                "train.eval_every_epochs", "train.early_stop",
+                # issue 22: recipes as data (benchbench.optim)
+                "train.lr_scaling", "train.lr_ref_batch", "train.epochs_by_model",
+                "train.steps_by_dataset", "train.ref_train_size", "train.ref_epochs",
+                "train.dropout", "train.drop_path")),
 ]
 
 

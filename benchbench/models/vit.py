@@ -19,7 +19,10 @@ def vit_kwargs(size: ViTSize, cfg: Any) -> dict[str, Any]:
         mlp_ratio=size.mlp / size.width,
         class_token=True,  # paper: [class] token -> LayerNorm -> linear head
         global_pool="token",
-        drop_rate=float(_cfg_get(cfg, "drop_rate", 0.0)),
+        # the paper's dropout: after adding the position embeddings and after every dense
+        # layer but qkv (vision_transformer vit_jax/models_vit.py); none on the head
+        pos_drop_rate=float(_cfg_get(cfg, "drop_rate", 0.0)),
+        proj_drop_rate=float(_cfg_get(cfg, "drop_rate", 0.0)),
         drop_path_rate=float(_cfg_get(cfg, "drop_path_rate", 0.0)),
     )
 
