@@ -248,9 +248,12 @@ def _multiplier_sentence(d: pd.DataFrame, A: str, B: str) -> list[str]:
     gm = float(np.exp(np.log(m).mean()))
     ci = "; ".join(f"{fmt_flops(b)}: {v:.2g}x [95% CI {a:.2g}, {z:.2g}]"
                    for b, v, a, z in zip(exact["budget"], m, lo, hi))
+    over = f"geometric mean over {len(m)} budget{'s' if len(m) > 1 else ''}; {ci}"
+    if 1 / 1.1 < gm < 1.1:
+        return out + [f"{B} needs about as much compute as {A} to reach {A}'s accuracy ({over})."]
     how, factor = ("more", gm) if gm > 1 else ("less", 1 / gm)
     return out + [f"{B} needs {factor:.2g}x {how} compute than {A} to reach {A}'s accuracy "
-                  f"(geometric mean over {len(m)} budget{'s' if len(m) > 1 else ''}; {ci})."]
+                  f"({over})."]
 
 
 def _diff_sentence(r: pd.Series, A: str, B: str, level: float,
