@@ -123,7 +123,7 @@ def _coverage(n_studies: int, n_boot: int) -> float:
 
 
 def test_ci_of_the_difference_covers_the_truth_when_one_family_has_one_seed():
-    assert _coverage(40, 100) >= 0.85
+    assert _coverage(40, 0) >= 0.85  # the interval of a difference is analytic: no replicates
 
 
 @pytest.mark.slow

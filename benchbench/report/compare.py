@@ -14,6 +14,7 @@ import pandas as pd
 
 from benchbench.report.evidence import (
     COMPARED,
+    MIN_REPLICATES,
     basis,
     holm,
     interp_weights,
@@ -168,6 +169,14 @@ class _Fam:
     dof: float
     n_test: float
 
+    def weights(self, at: np.ndarray) -> np.ndarray:
+        """(len(at), n_points) matrix W with best accuracy = W @ y on the fixed frontier."""
+        W = np.zeros((len(at), len(self.x)))
+        fx = self.x[self.fi]
+        for i, b in enumerate(at):
+            W[i, self.fi] = interp_weights(fx, b)
+        return W
+
     def at(self, b: float) -> tuple[float, float, int, tuple]:
         """(best accuracy, seed variance of it, fewest seeds behind it, sizes behind it)."""
         w = interp_weights(self.x[self.fi], b)
@@ -234,7 +243,7 @@ def equal_compute(
     reps: dict[str, np.ndarray] = {}
     if has_ci and n_boot > 0:
         cols = [(f, j) for f in fams for j in range(len(data[f].x))]
-        T = t_draws(n_boot, [data[f].dof for f, _ in cols], rng)
+        T = t_draws(max(n_boot, MIN_REPLICATES), [data[f].dof for f, _ in cols], rng)
         k = 0
         for f in fams:
             F = data[f]
@@ -334,12 +343,27 @@ def _mult_boot(A: _Fam, B: _Fam, ra, rb, budgets: np.ndarray, level: float):
     nan = np.full(len(budgets), np.nan)
     if ra is None or rb is None or not np.isfinite(ra).all() or not np.isfinite(rb).all():
         return nan, nan
-    out = []
-    for ya, yb in zip(ra, rb):
-        acc = best_at(A.x, ya, budgets, sel=A.sel)
-        v, k = reach(B.x, yb, acc, sel=B.sel)
-        out.append(np.where(k == EXACT, v, np.nan) / budgets)
-    return stable_ci(np.array(out).reshape(-1, len(budgets)), level)
+    acc = ra @ A.weights(budgets).T  # replicates on the fixed frontier, as the t intervals
+    acc[:, ~A.weights(budgets).any(axis=1)] = np.nan
+    out = _reach_fixed(B, rb, acc) / budgets
+    return stable_ci(out, level)
+
+
+def _reach_fixed(B: _Fam, rb: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Vectorised `reach` on B's fixed frontier, per replicate row: the compute where the
+    replicate frontier first reaches `target`, NaN where it is only bounded."""
+    fx, fy = B.x[B.fi], rb[:, B.fi]  # (m,), (n_rep, m)
+    lx = np.log10(fx)
+    above = fy[:, None, :] >= target[:, :, None]  # (n_rep, n_budget, m)
+    i = above.argmax(axis=-1)
+    ok = above.any(axis=-1) & (i > 0) & np.isfinite(target)
+    i0 = np.maximum(i - 1, 0)
+    y0 = np.take_along_axis(fy, i0, axis=1)
+    y1 = np.take_along_axis(fy, i, axis=1)
+    with np.errstate(all="ignore"):
+        frac = (target - y0) / (y1 - y0)
+        val = 10 ** (lx[i0] + frac * (lx[i] - lx[i0]))
+    return np.where(ok, val, np.nan)
 
 
 def _crossover(fa: str, fb: str, data: dict, reps: dict, level: float) -> dict:
@@ -363,7 +387,15 @@ def _crossover(fa: str, fb: str, data: dict, reps: dict, level: float) -> dict:
     row["crossover"], row["n_changes"] = first_crossing(grid, d(A.y, B.y))
     ra, rb = reps.get(fa), reps.get(fb)
     if ra is not None and rb is not None and np.isfinite(ra).all() and np.isfinite(rb).all():
-        c = np.array([first_crossing(grid, d(ya, yb))[0] for ya, yb in zip(ra, rb)])
+        D = ra @ A.weights(grid).T - rb @ B.weights(grid).T  # fixed frontiers
+        sg = np.sign(D)
+        flip = sg[:, :-1] * sg[:, 1:] < 0  # first sign change per replicate, vectorised
+        j = flip.argmax(axis=1)
+        r_ = np.arange(len(D))
+        lx = np.log10(grid)
+        with np.errstate(all="ignore"):
+            c = 10 ** (lx[j] + D[r_, j] / (D[r_, j] - D[r_, j + 1]) * (lx[j + 1] - lx[j]))
+        c = np.where(flip.any(axis=1), c, np.nan)
         ok = np.isfinite(c)
         row["cross_frac"] = float(ok.mean())
         if ok.mean() >= 0.5:

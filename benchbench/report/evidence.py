@@ -109,7 +109,9 @@ def t_draws(n: int, dofs: Sequence[float], rng: np.random.Generator) -> np.ndarr
                             else stats.norm.ppf(u[:, j]) for j in range(d)])
 
 
-STABLE_FRAC = 0.05  # an interval whose ends move more than 5% of its width is not stated
+STABLE_FRAC = 0.05  # halves of the replicates whose ends differ by more than 5% of the width:
+# the interval cannot be estimated from them (its ends would move with the bootstrap seed)
+MIN_REPLICATES = 16384  # multiplier and crossover intervals: enough Sobol draws to be stable
 
 
 def stable_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +135,7 @@ def stable_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
         full = np.percentile(s[ok], q)
         width = full[1] - full[0]
         ha, hb = np.percentile(a, q), np.percentile(b, q)
-        if width <= 0 or np.max(np.abs(ha - hb)) > 2 * STABLE_FRAC * width:
+        if width <= 0 or np.max(np.abs(ha - hb)) > STABLE_FRAC * width:
             continue
         lo[j], hi[j] = full
     return lo, hi
