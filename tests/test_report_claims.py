@@ -57,7 +57,7 @@ def test_a_family_run_only_up_to_3e11_is_never_compared_in_words_above_that():
         if s.startswith("ViT was not run beyond"):
             continue
         for part in re.split(r"; then |\. ", s):
-            if any(w in part for w in COMPARING) and "only BiT run" not in part:
+            if any(w in part for w in COMPARING) and "only BiT has a frontier run" not in part:
                 assert all(x <= 3.3e11 for x in _flops_in(part)), part
     raw, disp = equal_compute_table(ec, "top1")
     assert {"A basis", "B basis", "called"} <= set(raw.columns) and "A basis" in disp
@@ -247,3 +247,23 @@ def test_report_numbers_are_written_for_people():
     ec = equal_compute(_points(spec), budgets=np.geomspace(1e11, 1e13, 5), n_boot=200)
     _, disp = equal_compute_table(ec, "top1")
     assert disp["A-B sign change [FLOPs]"].iloc[0].endswith("FLOPs")
+
+
+def test_held_values_are_drawn_apart_from_measured_ones(tmp_path, monkeypatch):
+    """#24.1: equal_compute.png draws a held value as a dashed continuation, not a point."""
+    from benchbench.report.plots import compare as plot_mod
+
+    spec = [("vit", 1e11, [0.70, 0.71]), ("vit", 3e11, [0.75, 0.76]),
+            ("bit", 1e11, [0.60, 0.61]), ("bit", 3e11, [0.70, 0.71]), ("bit", 1e12, [0.8, 0.81])]
+    ec = equal_compute(_points(spec), budgets=[1e11, 3e11, 1e12], n_boot=0)
+    run, held = plot_mod.held_split(ec.best[ec.best["family"] == "vit"])
+    assert run["budget"].tolist() == [1e11, 3e11] and held["budget"].tolist() == [1e12]
+    figs = []
+    monkeypatch.setattr(plot_mod, "save", lambda fig, *a, **k: figs.append(fig) or [])
+    plot_mod.equal_compute_plot(ec, tmp_path, ["png"])
+    ax1 = figs[0].axes[0]
+    dashed = [ln for ln in ax1.lines if ln.get_linestyle() == "--"]
+    assert any(list(ln.get_xdata()) == [3e11, 1e12] for ln in dashed)
+    solid = [ln for ln in ax1.lines if ln.get_linestyle() == "-"]
+    assert all(1e12 not in list(ln.get_xdata()) or ln.get_color() != dashed[0].get_color()
+               for ln in solid)

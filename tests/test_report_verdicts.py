@@ -43,7 +43,7 @@ def test_a_frontier_that_ends_is_held_flat_and_not_compared_past_its_end():
     assert bool(best.loc[("resnet", 9.7e12), "beyond"])
     assert best.loc[("resnet", 9.7e12), "basis"] == "held"
     (line,) = leader_findings(ec)
-    assert "ResNet from 1 TFLOPs to 3 TFLOPs; then only ViT run at 9.7 TFLOPs" in line
+    assert "ResNet from 1 TFLOPs to 3 TFLOPs; then only ViT has a frontier run at 9.7 TFLOPs" in line
     text = " ".join(equal_compute_findings(ec))
     assert "ResNet was not run beyond 3 TFLOPs: at 9.7 TFLOPs its value is that run held flat" in text
     assert "At 9.7 TFLOPs" not in text
@@ -54,8 +54,8 @@ def test_best_family_is_named_only_where_two_families_have_a_value():
                    ("bit", 1e13, [0.8])])
     ec = equal_compute(pts, budgets=[1e11, 1e12, 1e13], n_boot=0, seed_sd=0.005)
     (line,) = leader_findings(ec)
-    assert "only ViT run at 100 GFLOPs" in line and "BiT at 1 TFLOPs" in line
-    assert "only BiT run at 10 TFLOPs" in line
+    assert "only ViT has a frontier run at 100 GFLOPs" in line and "BiT at 1 TFLOPs" in line
+    assert "only BiT has a frontier run at 10 TFLOPs" in line
 
 
 def test_multipliers_at_a_frontier_end_are_bounds_said_only_where_informative():

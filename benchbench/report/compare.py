@@ -290,7 +290,7 @@ def equal_compute(
             seeds_ok = seed_sd is not None or (na >= 2 and nb >= 2)
             p = (p_value(diff, np.sqrt(sum(v for v, _ in tot)), welch_dof(tot))
                  if compared and seeds_ok and tot else np.nan)
-            mk = _mult_kind(kind[i], bool(bey_a[i]))
+            mk = _mult_kind(kind[i], bool(bey_a[i]) or ba[i] == "held")
             rows.append(dict(
                 budget=b, family_a=fa, family_b=fb, acc_a=a, acc_b=bv, basis_a=ba[i],
                 basis_b=bb[i], diff=diff, diff_lo=diff - half, diff_hi=diff + half, se_test=se_t,

@@ -283,7 +283,7 @@ def _diff_sentence(r: pd.Series, A: str, B: str, level: float,
 def leader_findings(ec: EqualCompute) -> list[str]:
     """Which family has the best accuracy at each budget, as runs of budgets: a family is
     named best only where another family was run there and every gap to it is called;
-    "only X run" where X alone was run (the others held flat or absent)."""
+    "only X has a frontier run" where X alone was (the others held flat or absent)."""
     b = ec.best[np.isfinite(ec.best["acc"].to_numpy(float))]
     if "basis" in b:
         b = b[b["basis"].isin(COMPARED)]
@@ -313,7 +313,7 @@ def leader_findings(ec: EqualCompute) -> list[str]:
 
     def name(st) -> str:
         if st[0] == "only":
-            return f"only {family_label(st[1])} run"
+            return f"only {family_label(st[1])} has a frontier run"
         if st[0] == "best":
             return family_label(st[1])
         return f"no clear best ({', '.join(family_label(f) for f in st[1])} not called apart)"

@@ -73,7 +73,9 @@ def grid_edges(rows: pd.DataFrame, axes: Sequence[str] = AXES) -> list[dict[str,
             blob = _drop_path(blob, a)
         key = json.dumps(blob, sort_keys=True, default=str)
         groups.setdefault(key, []).append((tuple(_num(_get(cfg, a)) for a in axes), _num(r[score])))
-        model[key] = str(r.get("model") or _get(cfg, "model.name") or "?")
+        ep = _get(cfg, "train.epochs")
+        model[key] = str(r.get("model") or _get(cfg, "model.name") or "?") + (
+            f" at {ep} epochs" if ep is not None else "")
     out = []
     tuned = 0
     for key, vals in groups.items():
