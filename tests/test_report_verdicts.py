@@ -134,7 +134,7 @@ def test_ci_coverage_over_200_simulated_studies():
 def test_a_difference_inside_the_test_set_noise_is_not_called():
     # 86.08% vs 85.51% on 10k test images: the SE of the difference is ~0.5 points
     pts = _points([("hybrid", 1e12, [0.8608]), ("bit", 1e12, [0.8551])])
-    ec = equal_compute(pts, budgets=[1e12], n_boot=0)
+    ec = equal_compute(pts, budgets=[1e12], n_boot=0, seed_sd=0.0005)  # seeds barely vary
     r = ec.pairs.iloc[0]
     assert not r["called"] and r["se_test"] == pytest.approx(0.0049, abs=0.0002)
     s = _diff_sentence(r, "Hybrid", "BiT", 0.95)

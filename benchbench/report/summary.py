@@ -116,12 +116,16 @@ def _list(budgets) -> str:
     return b[0] if len(b) == 1 else ", ".join(b[:-1]) + " and " + b[-1]
 
 
-def _no_run_sentences(d: pd.DataFrame, ec: EqualCompute, fa: str, fb: str) -> list[str]:
-    """Where a family was not run: said instead of a comparison."""
+def _no_run_sentences(d: pd.DataFrame, ec: EqualCompute, fa: str, fb: str,
+                      said: set | None = None) -> list[str]:
+    """Where a family was not run: said instead of a comparison (once per family)."""
     out = []
+    said = set() if said is None else said
     for f, col in ((fa, "basis_a"), (fb, "basis_b")):
+        if f in said:
+            continue
+        said.add(f)
         F = family_label(f)
-        other = family_label(fb if f == fa else fa)
         held = d[d[col] == "held"]
         end, last = ec.front_end.get(f, np.nan), ec.last_run.get(f, np.nan)
         if len(held):
@@ -129,10 +133,9 @@ def _no_run_sentences(d: pd.DataFrame, ec: EqualCompute, fa: str, fb: str) -> li
                     else "")
             out.append(f"{F} was not run beyond {fmt_flops(end)} with a better result{more}: "
                        f"at {_list(held['budget'])} its value is that run held flat, so {F} "
-                       f"and {other} are not compared there." if more else
+                       f"is not compared there." if more else
                        f"{F} was not run beyond {fmt_flops(end)}: at {_list(held['budget'])} "
-                       f"its value is that run held flat, so {F} and {other} are not "
-                       f"compared there.")
+                       f"its value is that run held flat, so {F} is not compared there.")
         gap = d[(d[col] == "none") & (d["budget"] >= ec.first_run.get(f, np.inf))
                 & (d["budget"] <= ec.front_end.get(f, -np.inf))]
         if len(gap):
@@ -154,6 +157,7 @@ def _size_txt(r: pd.Series, A: str, B: str) -> str:
 
 def equal_compute_findings(ec: EqualCompute, level: float = 0.95) -> list[str]:
     out = []
+    said: set = set()  # families whose unrun budgets were said
     pairs = _pairs(ec)
     for (fa, fb), d in pairs.groupby(["family_a", "family_b"], sort=False):
         A, B = family_label(fa), family_label(fb)
@@ -162,7 +166,7 @@ def equal_compute_findings(ec: EqualCompute, level: float = 0.95) -> list[str]:
         if comp.empty:
             out.append(f"{A} and {B} were not both run at any budget (within 25%, or between "
                        f"runs at most 4x apart): the data cannot compare them at equal compute.")
-            out += _no_run_sentences(d, ec, fa, fb)
+            out += _no_run_sentences(d, ec, fa, fb, said)
             continue
         tested = int(np.isfinite(comp["p"].to_numpy(float)).sum())
         head = (f"{A} vs {B}: compared at {len(comp)} budget{'s' if len(comp) > 1 else ''} "
@@ -174,7 +178,7 @@ def equal_compute_findings(ec: EqualCompute, level: float = 0.95) -> list[str]:
             head += ("; nothing is called: fewer than 2 seeds per point and no seed noise "
                      "estimate (run seed=0,1,2 or give --seed-sd POINTS).")
         out.append(head)
-        out += _no_run_sentences(d, ec, fa, fb)
+        out += _no_run_sentences(d, ec, fa, fb, said)
         picks = [comp.iloc[0]] + ([comp.iloc[-1]] if len(comp) > 1 else [])
         for r in picks:
             out.append(_diff_sentence(r, A, B, level, tested=tested))
@@ -274,8 +278,9 @@ def _diff_sentence(r: pd.Series, A: str, B: str, level: float,
     if np.isfinite(p):
         why = (f"p = {p:.2g} with seed and test-set noise, not called at the family-wise "
                f"{level:.0%} level" + (f" (Holm over {tested} budgets)" if tested > 1 else ""))
-    else:
-        why = "no call without 2+ seeds per point or --seed-sd"
+    else:  # not judged at all: "within noise" would claim a noise estimate there is not
+        return (f"{at}, {win} is ahead of {lose} by {_pts(r['diff'])} points{ci}; not called: "
+                f"one seed per point and no --seed-sd.{conf}")
     return (f"{at}, {win} is ahead of {lose} by {_pts(r['diff'])} points{ci}, within noise: "
             f"{why}.{conf}")
 
