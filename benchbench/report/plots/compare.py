@@ -57,7 +57,7 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
             hx = np.concatenate([run["budget"].tail(1), held["budget"]])
             hy = np.concatenate([run["acc"].tail(1), held["acc"]]) * 100
             ax1.plot(hx, hy, "--", color=color, lw=1.2,
-                     label=f"{families.label(f)}: held flat, not run")
+                     label=f"{families.label(f)}: held flat past its frontier")
     ax1.set_ylabel(f"best {metric_label} at budget [%]")
     allp = ec.pairs
     pairs = list(dict.fromkeys(zip(p["family_a"], p["family_b"])))
