@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         counts = Counter(s["state"] for _, s in states)
         print(f"{len(states)} points: " + ", ".join(f"{counts[k]} {k}" for k in STATES
                                                     if counts[k]))
+        from benchbench.report.tuning import status_lines  # lr/wd chosen at a grid edge
+
+        for line in status_lines(s["row"] for _, s in states if s["state"] == "ok"):
+            print(line)
     return 0
 
 
