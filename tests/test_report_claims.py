@@ -267,3 +267,15 @@ def test_held_values_are_drawn_apart_from_measured_ones(tmp_path, monkeypatch):
     solid = [ln for ln in ax1.lines if ln.get_linestyle() == "-"]
     assert all(1e12 not in list(ln.get_xdata()) or ln.get_color() != dashed[0].get_color()
                for ln in solid)
+
+
+def test_svg_only_internals_figures_are_shown_in_the_report():
+    """--formats svg: the internals section shows its SVGs, as the rest of report.md does."""
+    from pathlib import Path
+
+    from benchbench.report.internals_section import InternalsSection
+    from benchbench.report.plots.common import Plot
+
+    sec = InternalsSection(plots=[Plot("a", "Attention", "cap", files=[Path("a.svg"), Path("a.pdf")])])
+    text = "\n".join(sec.markdown())
+    assert "![Attention](a.svg)" in text and "[PDF](a.pdf)" in text and "[SVG]" not in text

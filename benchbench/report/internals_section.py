@@ -54,10 +54,11 @@ class InternalsSection:
             if p.skipped:
                 L += [f"*Not drawn: {p.skipped}.*", ""]
                 continue
+            shown = p.png or next((f for f in p.files if f.suffix == ".svg"), None)  # --formats svg
             others = ", ".join(f"[{f.suffix[1:].upper()}]({f.name})" for f in p.files
-                               if f.suffix != ".png")
-            if p.png is not None:
-                L += [f"![{p.title}]({p.png.name})", ""]
+                               if f != shown)
+            if shown is not None:
+                L += [f"![{p.title}]({shown.name})", ""]
             L += [p.caption + (f" ({others})" if others else ""), ""]
         return L
 
