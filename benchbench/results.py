@@ -47,6 +47,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
 INTERNALS_FIELDS: tuple[str, ...] = (
     "attn_dist_first_px", "attn_dist_last_px", "attn_dist_min_first_px", "attn_dist_mean_px",
     "attn_prefix_mass_mean", "pos_grid_score", "cnn_rf_last_px",
+    "attn_dist_renorm_first_px", "attn_dist_renorm_mean_px",  # patch weights rescaled to sum 1
 )
 EXTRA_FIELDS += INTERNALS_FIELDS
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
