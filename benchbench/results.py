@@ -40,7 +40,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "finetune_flops", "fewshot", "peak_mem_sum_bytes", "eval_samples", "retry_of",
     "train_flops_budget",
     "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
-    "fewshot_dataset", "peak_flops_source", "threads", "error_type",
+    "fewshot_dataset", "fewshot_per_draw", "peak_flops_source", "threads", "error_type",
     "slurm_job_id", "slurm_array_task_id", "log_path", "weights_path",
 )
 # What the model learned (benchbench.internals, paper Figure 7); null where it does not apply.

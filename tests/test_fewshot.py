@@ -1,0 +1,96 @@
+"""The few-shot probe's draws (issue 23, "the tests still let through"): every draw seed takes
+its own shots, exactly k per class, from the training split only; big_vision's std epsilon."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchbench import evaluate, results
+from benchbench.evaluate import STD_EPS, draw_shots, fewshot_lsr, fewshot_probe, shot_stats
+
+
+def _labels(per_class: int = 30, k: int = 6) -> torch.Tensor:
+    g = torch.Generator().manual_seed(5)
+    return torch.arange(k).repeat(per_class)[torch.randperm(per_class * k, generator=g)]
+
+
+@pytest.mark.parametrize("shots", [1, 5, 10])
+def test_each_draw_seed_takes_its_own_shots_k_per_class(shots):
+    y = _labels()
+    draws = [draw_shots(y, num_classes=6, shots=shots, seed=s) for s in range(3)]
+    for ix in draws:
+        assert torch.bincount(y[ix], minlength=6).tolist() == [shots] * 6
+        assert len(set(ix.tolist())) == len(ix)  # no image twice in one draw
+    sets = [frozenset(ix.tolist()) for ix in draws]
+    assert len(set(sets)) == 3  # a seed that is ignored gives one draw three times
+    assert torch.equal(draws[1], draw_shots(y, num_classes=6, shots=shots, seed=1))  # repeatable
+
+
+def test_draws_nest_across_shot_counts_as_big_vision():
+    """big_vision permutes each class once per seed and takes the first k: 1 in 5 in 10."""
+    y = _labels()
+    for seed in range(3):
+        one, five, ten = (set(draw_shots(y, num_classes=6, shots=k, seed=seed).tolist())
+                          for k in (1, 5, 10))
+        assert one <= five <= ten
+
+
+def test_probe_accuracy_spreads_over_draws():
+    """1-shot on overlapping classes: which image is the shot changes the accuracy, so the
+    per-draw accuracies differ (all equal when every draw takes the same shots)."""
+    g = torch.Generator().manual_seed(0)
+    y = _labels(per_class=40, k=4)
+    x = torch.nn.functional.one_hot(y, 4).double() + 0.8 * torch.randn(len(y), 4, generator=g)
+    yte = _labels(per_class=50, k=4)
+    xte = torch.nn.functional.one_hot(yte, 4).double() + 0.8 * torch.randn(len(yte), 4, generator=g)
+    out = fewshot_probe(x, y, xte, yte, num_classes=4, shots=1, seeds=4, l2=1.0)
+    accs = out["fewshot_top1_per_seed"]
+    assert len(set(accs)) > 1 and torch.tensor(accs).std() > 0.01
+    assert out["fewshot_top1"] == pytest.approx(sum(accs) / 4)
+
+
+def test_std_epsilon_is_big_vision_s():
+    """big_vision fewshot_lsr (_precompute_cache): (x - mean) / (jnp.std(x) + 1e-5), the
+    population std; a dimension constant on the shots is divided by 1e-5, not by 1."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.randn(8, 3, generator=g), torch.full((8, 1), 2.0)], 1)
+    mu, sd = shot_stats(x)
+    assert STD_EPS == 1e-5
+    torch.testing.assert_close(mu, x.double().mean(0, keepdim=True))
+    torch.testing.assert_close(sd, x.double().std(0, correction=0, keepdim=True) + 1e-5,
+                               rtol=0, atol=1e-15)
+    assert sd[0, 3].item() == 1e-5
+    # and fewshot_lsr uses it: a test feature off the shots' constant weighs in 1e5 times
+    y = torch.tensor([0, 1] * 4)
+    sep = torch.cat([x[:, :3], (2 * y - 1).double()[:, None] * 1e-3], 1)
+    xte = torch.tensor([[0.0, 0.0, 0.0, 1e-3], [0.0, 0.0, 0.0, -1e-3]]).double()
+    assert fewshot_lsr(sep, y, xte, torch.tensor([1, 0]), num_classes=2, l2=1.0) == 1.0
+
+
+def test_the_run_draws_new_shots_per_seed_from_the_train_split_only(run_cli, monkeypatch):
+    """The whole path (evaluate.fewshot in a real run): each eval.fewshot_seeds draw fits its
+    own shots, k per class, none of them a test image; the row keeps every draw's accuracy."""
+    fits = []
+    real = evaluate.fewshot_lsr
+
+    def spy(x, y, x_test, y_test, **kw):
+        fits.append((x.clone(), y.clone(), x_test))
+        return real(x, y, x_test, y_test, **kw)
+
+    monkeypatch.setattr(evaluate, "fewshot_lsr", spy)
+    code, rdir = run_cli("eval.fewshot=true", "eval.fewshot_shots=[1,3]", "eval.fewshot_seeds=3")
+    assert code == 0
+    row = results.load_rows(rdir)[0][0]
+    k = row["num_classes"]
+    assert len(fits) == 2 * 3  # (shots, draw) pairs
+    for i, shots in enumerate((1, 3)):
+        draws = fits[3 * i: 3 * i + 3]
+        for x, y, x_test in draws:
+            assert torch.bincount(y, minlength=k).tolist() == [shots] * k
+            # no shot is a test image: its feature row equals no test feature row
+            assert not (torch.cdist(x.double(), x_test.double()) < 1e-9).any()
+        feats = [frozenset(map(tuple, x.tolist())) for x, _, _ in draws]
+        assert len(set(feats)) == 3, f"the {shots}-shot draws took the same shots"
+    per_draw = row["fewshot_per_draw"]
+    assert set(per_draw) == {"1", "3"} and all(len(v) == 3 for v in per_draw.values())
+    assert row["fewshot"]["3"] == pytest.approx(sum(per_draw["3"]) / 3)
