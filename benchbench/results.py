@@ -83,6 +83,7 @@ NULL_NEUTRAL_KEYS: list[str] = [
     "max_steps",
     "eval.fewshot_data",
     "eval.max_samples",
+    "model.head_hidden",
     *(f"{pre}{k}" for pre in ("", "task.finetune.")
       for k in ("data.val_split", "data.crop_pct", "train.warmup_steps", "train.lr_by_model",
                 "train.eval_every_epochs", "train.early_stop")),

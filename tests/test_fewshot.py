@@ -94,3 +94,74 @@ def test_the_run_draws_new_shots_per_seed_from_the_train_split_only(run_cli, mon
     per_draw = row["fewshot_per_draw"]
     assert set(per_draw) == {"1", "3"} and all(len(v) == 3 for v in per_draw.values())
     assert row["fewshot"]["3"] == pytest.approx(sum(per_draw["3"]) / 3)
+
+
+def _model_cfg(name: str, **kw):
+    from omegaconf import OmegaConf
+
+    from conftest import REPO
+
+    node = OmegaConf.load(REPO / "benchbench" / "conf" / "model" / f"{name}.yaml")
+    return OmegaConf.merge(node, kw)
+
+
+def test_head_hidden_is_one_tanh_layer_of_the_model_width_giving_the_probe_features():
+    from benchbench import models
+
+    plain = models.build_model(_model_cfg("vit_micro"), 10, 32)
+    torch.manual_seed(0)
+    model = models.build_model(_model_cfg("vit_micro", head_hidden=True), 10, 32).eval()
+    d = model.embed_dim
+    assert models.count_params(model) - models.count_params(plain) == d * d + d
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        pooled = model.forward_features(x)[:, 0]  # the class token after the final norm
+        want = torch.tanh(pooled @ model.fc_norm.fc.weight.T + model.fc_norm.fc.bias)
+        torch.testing.assert_close(models.features(model, x), want)
+        torch.testing.assert_close(model(x), model.head(want))
+    assert models.features(plain, x).shape == want.shape == (3, d)
+
+
+def test_head_hidden_is_refused_for_a_model_without_it():
+    from benchbench import models
+    from benchbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="head_hidden=true is ViT's pre-training head.*R50x1"):
+        models.validate(_model_cfg("bit_r50x1", head_hidden=True), 224)
+    with pytest.raises(ConfigError, match="model.head_hidden must be true, false or null"):
+        models.validate(_model_cfg("vit_micro", head_hidden="yes"), 32)
+
+
+def test_head_hidden_null_keeps_every_run_id():
+    from omegaconf import OmegaConf
+
+    from conftest import REPO
+
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "benchbench" / "conf" / "config.yaml"))
+    cfg["model"] = {"name": "vit_b", "patch_size": 16}
+    before = results.run_id_of(cfg)
+    cfg["model"]["head_hidden"] = None
+    assert results.run_id_of(cfg) == before
+    cfg["model"]["head_hidden"] = True
+    assert results.run_id_of(cfg) != before
+
+
+def test_head_hidden_is_dropped_at_fine_tuning(run_cli):
+    """Pre-train with the hidden layer, fine-tune from it: the fine-tune is backbone + a
+    zero-initialised linear head (paper Sec. 3.1); a probe of the checkpoint keeps the layer."""
+    code, rdir = run_cli("model.head_hidden=true", "train.save_final=true", "train.steps=1")
+    assert code == 0
+    (pre,) = results.load_rows(rdir)[0]
+    code, _ = run_cli("model.head_hidden=true", "train.save_final=true", "train.steps=1",
+                      f"init.checkpoint='{pre['run_id']}'", "train.lr=1e-30")
+    assert code == 0
+    rows = {r["run_id"]: r for r in results.load_rows(rdir)[0]}
+    (ft,) = [r for r in rows.values() if r["run_id"] != pre["run_id"] and r["task"] != "probe"]
+    from benchbench import transfer
+
+    state = transfer.load_state(rdir / "ckpt" / ft["run_id"] / "final.pt")
+    pre_state = transfer.load_state(rdir / "ckpt" / pre["run_id"] / "final.pt")
+    assert "fc_norm.fc.weight" in pre_state and not any(k.startswith("fc_norm") for k in state)
+    d = pre_state["fc_norm.fc.weight"].shape[0]
+    assert pre["params"] - ft["params"] == d * d + d
+    assert float(state["head.weight"].abs().max()) < 1e-20  # zero-initialised, lr 1e-30

@@ -164,6 +164,8 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     if init_state is not None:
         from benchbench.transfer import load_for_transfer
 
+        if train_steps:  # fine-tuning: a zero-init linear head only (a probe keeps the layer)
+            models.drop_hidden_head(model)
         load_for_transfer(model, init_state, zero_head=bool(cfg.init.get("zero_head", True)))
     row["params"] = models.count_params(model)
     fl = measure.count_flops(model, image_size, ds.channels)
