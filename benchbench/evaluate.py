@@ -205,16 +205,17 @@ def periodic(cfg: Any, test_batches: Callable[[], Iterator[Any]], val: Any, num_
     return Periodic(every=every, measure=measure)
 
 
-def probe_dataset(cfg: Any, ds: Any) -> Any:
-    """eval.fewshot_data: the probe's dataset, a conf/data/ name or a mapping with `name` and
-    overrides (null: the training data), at the model's image size and channels."""
-    from omegaconf import OmegaConf
+NEEDS_ROOT = ("cifar10", "cifar100", "imagefolder")  # conf/data files read from data.root
 
-    from benchbench import data
+
+def probe_data_node(cfg: Any) -> Any:
+    """eval.fewshot_data as a data config node (None: the training data), checked; called
+    before training too, so a probe that cannot read its data fails before the run, not after."""
+    from omegaconf import OmegaConf
 
     ref = cfg.eval.get("fewshot_data")
     if ref is None:
-        return ds
+        return None
     over = OmegaConf.create({"name": ref} if isinstance(ref, str) else ref)
     conf = Path(__file__).resolve().parent.parent / "conf" / "data"
     valid = sorted(p.stem for p in conf.glob("*.yaml"))
@@ -222,6 +223,21 @@ def probe_dataset(cfg: Any, ds: Any) -> Any:
         raise unknown_name("eval.fewshot_data", str(over.get("name")), valid,
                            "Name a conf/data/ file (null: the training data).")
     node = OmegaConf.merge(OmegaConf.load(conf / f"{over.name}.yaml"), over)
+    if node.name in NEEDS_ROOT and node.get("root") is None:
+        raise ConfigError(f"the few-shot probe reads {node.name} and has no folder for it: pass "
+                          f"'eval.fewshot_data={{name: {node.name}, root: DIR}}', or "
+                          f"eval.fewshot_data=null to probe the training data.")
+    return node
+
+
+def probe_dataset(cfg: Any, ds: Any) -> Any:
+    """eval.fewshot_data: the probe's dataset, a conf/data/ name or a mapping with `name` and
+    overrides (null: the training data), at the model's image size and channels."""
+    from benchbench import data
+
+    node = probe_data_node(cfg)
+    if node is None:
+        return ds
     node.image_size, node.channels = int(cfg.data.image_size), ds.channels
     return data.load_dataset(node)
 

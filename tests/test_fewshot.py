@@ -97,9 +97,8 @@ def test_the_run_draws_new_shots_per_seed_from_the_train_split_only(run_cli, mon
 
 
 def _model_cfg(name: str, **kw):
-    from omegaconf import OmegaConf
-
     from conftest import REPO
+    from omegaconf import OmegaConf
 
     node = OmegaConf.load(REPO / "benchbench" / "conf" / "model" / f"{name}.yaml")
     return OmegaConf.merge(node, kw)
@@ -133,9 +132,8 @@ def test_head_hidden_is_refused_for_a_model_without_it():
 
 
 def test_head_hidden_null_keeps_every_run_id():
-    from omegaconf import OmegaConf
-
     from conftest import REPO
+    from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "benchbench" / "conf" / "config.yaml"))
     cfg["model"] = {"name": "vit_b", "patch_size": 16}
@@ -165,3 +163,69 @@ def test_head_hidden_is_dropped_at_fine_tuning(run_cli):
     d = pre_state["fc_norm.fc.weight"].shape[0]
     assert pre["params"] - ft["params"] == d * d + d
     assert float(state["head.weight"].abs().max()) < 1e-20  # zero-initialised, lr 1e-30
+
+
+@pytest.mark.parametrize("study", ["paper_fig3_4", "paper_fig5"])
+def test_paper_presets_probe_another_dataset_at_big_vision_s_shots(study):
+    from conftest import REPO
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(REPO / "benchbench" / "conf" / "study" / f"{study}.yaml")
+    trained_on = next(d["override /data"] for d in cfg.defaults if "override /data" in d)
+    assert cfg.eval.fewshot is True and list(cfg.eval.fewshot_shots) == [1, 5, 10, 25]
+    assert cfg.eval.fewshot_data.name not in (None, trained_on)
+    assert cfg.eval.fewshot_data.name == "cifar100"  # big_vision configs/common_fewshot.py
+
+
+def test_a_probe_without_its_data_folder_fails_before_training(run_cli, monkeypatch):
+    from benchbench import train as train_mod
+
+    steps = []
+    real = train_mod.train
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: steps.append(1) or real(*a, **k))
+    code, rdir = run_cli("eval.fewshot=true", "eval.fewshot_data={name: cifar100, root: null}")
+    assert code != 0 and not steps
+    (row,) = results.load_rows(rdir)[0]
+    assert "'eval.fewshot_data={name: cifar100, root: DIR}'" in row["error"]
+
+
+def _rows_with_probe(tmp_path, probed_on):
+    """The committed demo rows, each given a few-shot top-1 probed on `probed_on` (None: an
+    older row without fewshot_dataset; "same": its own training data)."""
+    import json
+
+    from conftest import REPO
+
+    (tmp_path / "runs").mkdir(parents=True)
+    for p in sorted((REPO / "results" / "demo" / "runs").glob("*.json")):
+        row = json.loads(p.read_text())
+        if row.get("task") != "measure" and row["status"] == "ok":
+            row["fewshot_top1"] = 0.5
+            row["fewshot_dataset"] = row["dataset"] if probed_on == "same" else probed_on
+        (tmp_path / "runs" / p.name).write_text(json.dumps(row))
+    return tmp_path
+
+
+@pytest.mark.parametrize("probed_on", ["same", None])
+def test_report_says_probe_on_the_training_data_never_transfer(tmp_path, probed_on):
+    from benchbench.report.load import load_study
+    from benchbench.report.tables import runs_table
+
+    study = load_study([_rows_with_probe(tmp_path, probed_on)], metric="fewshot_top1")
+    assert study.metric_label == "few-shot top-1 (probe on the training data)"
+    (note,) = [n for n in study.notes if "few-shot" in n]
+    assert "probe on the training data" in note and "not how the features transfer" in note
+    raw, _ = runs_table(study)
+    probed = raw[raw["few-shot top-1 [%]"].notna()]
+    assert len(probed) and set(probed["few-shot data"]) == {"probe on the training data"}
+
+
+def test_report_names_the_probe_dataset_when_it_differs(tmp_path):
+    from benchbench.report.load import load_study
+    from benchbench.report.tables import runs_table
+
+    study = load_study([_rows_with_probe(tmp_path, "cifar100")], metric="fewshot_top1")
+    assert study.metric_label == "few-shot top-1"
+    assert not [n for n in study.notes if "training data" in n]
+    raw, _ = runs_table(study)
+    assert set(raw.loc[raw["few-shot top-1 [%]"].notna(), "few-shot data"]) == {"cifar100"}

@@ -124,6 +124,10 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     wall_t0 = time.perf_counter()
 
     internals_hook.settings(cfg)  # checked before any work
+    if cfg.eval.fewshot:
+        from benchbench.evaluate import probe_data_node
+
+        probe_data_node(cfg)  # the probe's data named and located before any training
     denv = distributed.current()  # one process: rank 0 of 1, no process group
     cap = _max_steps(cfg) if train_steps else None
     if train_steps:  # a zero or negative budget is refused before any data is loaded
