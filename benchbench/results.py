@@ -40,7 +40,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "finetune_flops", "fewshot", "peak_mem_sum_bytes", "eval_samples", "retry_of",
     "train_flops_budget",
     "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
-    "fewshot_dataset", "peak_flops_source", "threads", "error_type",
+    "fewshot_dataset", "fewshot_per_draw", "peak_flops_source", "threads", "error_type",
     "slurm_job_id", "slurm_array_task_id", "log_path", "weights_path",
     "effective_lr", "drop_rate", "drop_path_rate", "randaug", "mixup_alpha",
 )
@@ -48,6 +48,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
 INTERNALS_FIELDS: tuple[str, ...] = (
     "attn_dist_first_px", "attn_dist_last_px", "attn_dist_min_first_px", "attn_dist_mean_px",
     "attn_prefix_mass_mean", "pos_grid_score", "cnn_rf_last_px",
+    "attn_dist_renorm_first_px", "attn_dist_renorm_mean_px",  # patch weights rescaled to sum 1
 )
 EXTRA_FIELDS += INTERNALS_FIELDS
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
@@ -83,6 +84,7 @@ NULL_NEUTRAL_KEYS: list[str] = [
     "max_steps",
     "eval.fewshot_data",
     "eval.max_samples",
+    "model.head_hidden",
     *(f"{pre}{k}" for pre in ("", "task.finetune.")
       for k in ("data.val_split", "data.crop_pct", "train.warmup_steps", "train.lr_by_model",
                 "train.eval_every_epochs", "train.early_stop",

@@ -83,20 +83,42 @@ def test_uniform_attention_gives_mean_pairwise_distance(grid, patch):
     gh, gw = grid
     ph, pw = patch if isinstance(patch, tuple) else (patch, patch)
     n = gh * gw
-    d = mean_distance(torch.full((2, 2, n, n), 1.0 / n), grid, patch)
+    d = mean_distance(torch.full((2, 2, n, n), 1.0 / n, dtype=torch.float64), grid, patch)
     np.testing.assert_allclose(d, brute_mean_pairwise(gh, gw, ph, pw), rtol=1e-10)
 
 
-def test_class_token_is_left_out_and_patch_weights_renormalised():
+def test_class_token_is_left_out_and_renormalised_on_request():
     gh, gw, p = 4, 4, 8
     n = gh * gw
     attn = torch.zeros(1, 2, n + 1, n + 1)
     attn[..., 1:, 0] = 0.5  # half the mass on the class token
     attn[..., 1:, 1:] = 0.5 / n  # the rest uniform over patches
     attn[..., 0, 0] = 1.0  # the class token's own query, far from anything: ignored
-    d = mean_distance(attn, (gh, gw), p, num_prefix_tokens=1)
+    d = mean_distance(attn, (gh, gw), p, num_prefix_tokens=1, renormalise=True)
     np.testing.assert_allclose(d, brute_mean_pairwise(gh, gw, p, p), rtol=1e-10)
     np.testing.assert_allclose(internals._prefix_mass(attn, 1), 0.5)
+
+
+def test_reference_convention_weights_patches_by_the_raw_attention_90_percent_on_cls():
+    """Issue 22 item 7: 90% of every patch query's attention on the class token, 10% uniform
+    over the 14x14 patches of ViT-B/16: the reference convention (compute_mean_attention_dist,
+    raw weights, class token 0) gives a tenth of the renormalised distance, by default."""
+    gh = gw = 14
+    p, n = 16, 14 * 14
+    attn = torch.zeros(2, 3, n + 1, n + 1, dtype=torch.float64)
+    attn[..., 1:, 0] = 0.9
+    attn[..., 1:, 1:] = 0.1 / n
+    attn[..., 0, :] = 1.0 / (n + 1)
+    uniform = brute_mean_pairwise(gh, gw, p, p)
+    # the reference snippet, written out: sum_k w_qk d_qk over patch keys, mean over queries
+    centres = np.array([((i // gw) * p, (i % gw) * p) for i in range(n)], dtype=np.float64)
+    dmat = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    reference = (attn[..., 1:, 1:].double().numpy() * dmat).sum(-1).mean(-1).mean(0)
+    d = mean_distance(attn, (gh, gw), p, num_prefix_tokens=1)
+    np.testing.assert_allclose(d, reference, rtol=1e-10)
+    np.testing.assert_allclose(d, 0.1 * uniform, rtol=1e-10)
+    renorm = mean_distance(attn, (gh, gw), p, num_prefix_tokens=1, renormalise=True)
+    np.testing.assert_allclose(renorm, uniform, rtol=1e-10)
 
 
 def test_attending_to_the_patch_below_is_one_patch_height_row_major():
@@ -310,6 +332,10 @@ def test_vit_entry_point_summary_matches_arrays():
     assert summary["pos_grid_score"] == pytest.approx(grid_score(arrays["pos_sim"]), abs=1e-4)
     assert summary["cnn_rf_last_px"] is None
     assert 0 < summary["attn_prefix_mass_mean"] < 1
+    r = arrays["attn_dist_renorm_px"]  # the renormalised convention, kept apart
+    assert summary["attn_dist_renorm_first_px"] == pytest.approx(r[0].mean(), abs=1e-3)
+    assert summary["attn_dist_renorm_mean_px"] == pytest.approx(r.mean(), abs=1e-3)
+    assert np.all(d < r)  # attention to the class token counts 0 in the reference convention
 
 
 def test_attention_family_with_a_cnn_is_a_user_error():

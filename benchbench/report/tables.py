@@ -14,7 +14,7 @@ from benchbench.families import label as family_label
 from benchbench.report.compare import EqualCompute
 from benchbench.report.cost_findings import fmt_sig
 from benchbench.report.evidence import COMPARED
-from benchbench.report.load import METRIC_LABEL, Study
+from benchbench.report.load import METRIC_LABEL, Study, probe_data_label
 from benchbench.units import fmt_flops
 
 NA = "–"
@@ -94,6 +94,7 @@ def runs_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         "top-1 [%]": df["top1"] * 100,
         "top-5 [%]": df["top5"] * 100,
         "few-shot top-1 [%]": df["fewshot_top1"] * 100,
+        "few-shot data": probe_data_label(df),
         "wall [h]": df["wall_s"] / 3600,
         "MFU [%]": pd.to_numeric(df.get("mfu"), errors="coerce") * 100,
         "peak FLOP/s source": df.get("peak_flops_source"),

@@ -131,6 +131,10 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         tcfg = resolve_recipe(tcfg, row.get("model"), data_cfg.get("name"))
     augment, reg = augreg.resolve(recipe_name(data_cfg.get("augment")), row.get("model")) \
         if train_steps else ("none", None)
+    if cfg.eval.fewshot:
+        from benchbench.evaluate import probe_data_node
+
+        probe_data_node(cfg)  # the probe's data named and located before any training
     denv = distributed.current()  # one process: rank 0 of 1, no process group
     cap = _max_steps(cfg) if train_steps else None
     if train_steps:  # a zero or negative budget is refused before any data is loaded
@@ -172,6 +176,8 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     if init_state is not None:
         from benchbench.transfer import load_for_transfer
 
+        if train_steps:  # fine-tuning: a zero-init linear head only (a probe keeps the layer)
+            models.drop_hidden_head(model)
         load_for_transfer(model, init_state, zero_head=bool(cfg.init.get("zero_head", True)))
     row["params"] = models.count_params(model)
     fl = measure.count_flops(model, image_size, ds.channels)
