@@ -120,8 +120,12 @@ def test_equal_compute_panel_shows_bases_and_degrades_without_them():
 
 def test_page_for_1000_runs_stays_under_10_mb(tmp_path):
     """1,000 runs, each with a 500-line training curve: under 10 MB (curves are thinned,
-    evaluations kept), every run still plotted."""
-    from benchbench.results import write_row
+    the last line and evaluations kept), every run still plotted."""
+    from benchbench.report import tables
+    from benchbench.report.cli import Report
+    from benchbench.report.html import write_html
+    from benchbench.report.load import load_study
+    from benchbench.results import empty_row, row_path, run_id_of
 
     rng = np.random.default_rng(0)
     root = tmp_path / "big"
@@ -131,25 +135,31 @@ def test_page_for_1000_runs_stays_under_10_mb(tmp_path):
         fam, model = [("vit", "ViT-micro/16"), ("bit", "R-micro")][i % 2]
         cfg = {"model": {"name": model}, "data": {"name": "synthetic", "train_size": 1000},
                "train": {"lr": 1e-3}, "seed": i}
-        from benchbench.results import run_id_of
-
         rid = run_id_of(cfg)
-        write_row(dict(run_id=rid, study="big", status="ok", family=fam, model=model,
-                       patch_size=16 if fam == "vit" else None, image_size=32, num_classes=10,
-                       train_flops=float(1e11 * (1 + i % 10)), dataset="synthetic",
-                       train_size=1000 * (1 + i % 3), seed=i, top1=float(rng.uniform(0.5, 0.9)),
-                       val_top1=float(rng.uniform(0.5, 0.9)), task="train", config=cfg,
-                       epochs=2, lr=1e-3, world_size=1), root)
-        val = np.where(steps % 500 == 0, rng.uniform(0.5, 0.9, len(steps)), np.nan)
-        pd.DataFrame({"step": steps, "samples_seen": steps * 64,
-                      "loss": rng.uniform(0.1, 2, len(steps)), "val_top1": val}).to_csv(
-            root / "metrics" / f"{rid}.csv", index=False)
-    page = _report(root, tmp_path / "report")
+        row = dict(run_id=rid, study="big", status="ok", family=fam, model=model,
+                   patch_size=16 if fam == "vit" else None, image_size=32, num_classes=10,
+                   train_flops=float(1e11 * (1 + i % 10)), dataset="synthetic",
+                   train_size=1000 * (1 + i % 3), seed=i, top1=float(rng.uniform(0.5, 0.9)),
+                   val_top1=float(rng.uniform(0.5, 0.9)), task="train", config=cfg,
+                   epochs=2, lr=1e-3, world_size=1)
+        path = row_path(root, rid)  # written plainly: write_row's fsync per file takes seconds
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({**empty_row(), **row}))
+        lines = [f"{s},{s * 64},{v:.6g}," for s, v in zip(steps, rng.uniform(0.1, 2, len(steps)))]
+        lines[-1] += f"{rng.uniform(0.5, 0.9):.4f}"  # one evaluation, at the end
+        (root / "metrics" / f"{rid}.csv").write_text(
+            "step,samples_seen,loss,val_top1\n" + "\n".join(lines) + "\n")
+
+    rep = Report(out=tmp_path, study=load_study(root))  # the page alone: the PNGs take minutes
+    rep.tables["runs"] = tables.write_table(*tables.runs_table(rep.study), tmp_path, "runs")
+    page = write_html(rep)
     assert page.stat().st_size < 10e6, page.stat().st_size
+    assert page.read_text().count("<tr>") == 1001  # the runs table: a header and every run
     data = _page_data(page)
     assert sum(len(t["x"]) for t in data["fig_ca"]["data"] if t["meta"]["kind"] == "run") == 1000
     curve = next(iter(data["curves"].values()))
-    assert len(curve["x"]) <= 160 and len(curve["val_top1"][1]) == 10  # every evaluation kept
+    assert len(curve["x"]) <= 160 and curve["x"][-1] == 500 * 10 * 64  # thinned, the end kept
+    assert len(curve["val_top1"][1]) == 1
 
 
 # --- the browser ---------------------------------------------------------------------------
@@ -207,9 +217,18 @@ def check_in_browser(page_path: Path, screenshot: Path | None = None) -> dict:
             seen["curve_points"] = page.evaluate(
                 "document.getElementById('curve').data[0].x.length")
             seen["cmd"] = page.locator("#cmd").inner_text()
-            page.mouse.move(0, 0)
-            if screenshot is not None:
+            if screenshot is not None:  # with the hover label showing
+                page.mouse.move(target["x"] + 1, target["y"])
+                page.wait_for_selector("#ca .hoverlayer .hovertext", timeout=5000)
                 page.locator("#explore").screenshot(path=str(screenshot))
+            th = page.locator("#runstable th", has_text="top-1").first
+            th.click()  # ascending
+            seen["sorted"] = page.evaluate("""() => Array.from(
+              document.querySelectorAll('#runstable tbody tr'),
+              tr => Number(tr.cells[%d].dataset.v))""" % th.evaluate("e => e.cellIndex"))
+            page.locator("input.tog[data-axis=family]").first.uncheck()
+            seen["family_off"] = page.locator("input.tog[data-axis=family]").first.get_attribute("value")
+            seen["points_after_toggle"] = page.locator("#ca path.point").count()
         finally:
             browser.close()
     return seen
@@ -231,6 +250,9 @@ def test_page_in_a_real_browser(fmc_page, tmp_path):
     assert seen["curve_points"] == len(curve)
     assert seen["cmd"].startswith("benchbench model=")
     assert (tmp_path / "shot.png").stat().st_size > 10_000
+    assert seen["sorted"] == sorted(seen["sorted"]) and len(seen["sorted"]) == seen["rows"]
+    others = [r for r in _ok_train_rows(STUDY) if r["family"] != seen["family_off"]]
+    assert seen["points_after_toggle"] == len(others) > 0  # a family ticked off: its points go
 
 
 if __name__ == "__main__":  # the README's screenshot: STUDY_DIR OUT_PNG

@@ -110,34 +110,31 @@ def _runs(train: pd.DataFrame) -> dict[str, dict[str, Any]]:
                 "family": r.get("family"), "cmd": cmds[k]} for k, r in recs.items()}
 
 
-def _thin(c: pd.DataFrame, n: int) -> pd.DataFrame:
-    """At most about n rows: every k-th row and the last."""
-    if len(c) <= n:
-        return c
-    keep = np.zeros(len(c), dtype=bool)
-    keep[::int(np.ceil(len(c) / n))] = True
-    keep[-1] = True
-    return c[keep]
-
-
-def _short(values) -> list:
-    return [None if pd.isna(v) else float(f"{v:.4g}") for v in values]
+def _short(values: np.ndarray) -> list:
+    return [None if not np.isfinite(v) else float(f"{v:.4g}") for v in values]
 
 
 def _curves(train: pd.DataFrame, dirs) -> dict[str, dict[str, list]]:
     """run_id -> {x: images seen, loss, and per evaluated column [x, accuracy]}: the loss
-    thinned so that a big study stays a small page, every evaluation kept."""
+    thinned to every k-th row (and the last) so that a big study stays a small page, every
+    evaluation kept."""
     curves = read_curves(train, dirs) if len(train) else {}
     n = int(np.clip(CURVE_POINTS // max(len(curves), 1), CURVE_MIN, CURVE_MAX))
     out = {}
     for rid, c in curves.items():
-        c = c[pd.to_numeric(c["samples_seen"], errors="coerce").notna()]
-        t = _thin(c, n)
-        d: dict[str, list] = {"x": [int(v) for v in t["samples_seen"]], "loss": _short(t["loss"])}
+        x = pd.to_numeric(c["samples_seen"], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(x)
+        keep = np.zeros(len(x), dtype=bool)
+        keep[::max(1, int(np.ceil(ok.sum() / n)))] = True
+        keep[-1] = True
+        keep &= ok
+        loss = pd.to_numeric(c["loss"], errors="coerce").to_numpy(dtype=float)
+        d: dict[str, list] = {"x": x[keep].astype(int).tolist(), "loss": _short(loss[keep])}
         for col in EVAL_COLS:
-            e = c[c[col].notna()] if col in c else c.iloc[0:0]
-            if len(e):
-                d[col] = [[int(v) for v in e["samples_seen"]], _short(e[col])]
+            v = pd.to_numeric(c[col], errors="coerce").to_numpy(dtype=float) if col in c else x * np.nan
+            e = ok & np.isfinite(v)
+            if e.any():
+                d[col] = [x[e].astype(int).tolist(), _short(v[e])]
         out[rid] = d
     return out
 
@@ -177,7 +174,9 @@ def _cell(v: Any, col: str) -> tuple[str, str]:
     if isinstance(v, int | float | np.number) and not isinstance(v, bool):
         from benchbench.units import fmt_flops
 
-        shown = fmt_flops(float(v)) if "[FLOPs" in col else f"{float(v):.4g}"
+        f = float(v)
+        shown = (fmt_flops(f) if "[FLOPs" in col
+                 else str(int(f)) if f.is_integer() and abs(f) < 1e7 else f"{f:.4g}")
         return shown, repr(float(v))
     return str(v), str(v)
 

@@ -64,7 +64,8 @@ def symbol(fam: str) -> str:
 
 
 def _empty_layout(xtitle: str, ytitle: str, log_x: bool = True) -> dict[str, Any]:
-    return {"xaxis": {"title": {"text": xtitle}, "type": "log" if log_x else "linear"},
+    return {"xaxis": {"title": {"text": xtitle}, "type": "log" if log_x else "linear",
+                      "exponentformat": "SI"},  # 100G, 1T: the report's FLOP ticks
             "yaxis": {"title": {"text": ytitle}}, "hovermode": "closest",
             "margin": {"l": 60, "r": 20, "t": 20, "b": 50},
             "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
@@ -187,7 +188,8 @@ def equal_compute(ec: pd.DataFrame | None, metric_label: str) -> tuple[dict[str,
                                                                  "size": 10}})
     layout = {"grid": {"rows": 2, "columns": 1, "pattern": "independent"},
               "xaxis": {"type": "log", "matches": "x2", "showticklabels": False},
-              "xaxis2": {"type": "log", "title": {"text": "Training-compute budget [FLOPs]"}},
+              "xaxis2": {"type": "log", "title": {"text": "Training-compute budget [FLOPs]"},
+                         "exponentformat": "SI"},
               "yaxis": {"title": {"text": f"best {metric_label} [%]"}, "domain": [0.42, 1]},
               "yaxis2": {"title": {"text": "A − B [pts], 95% CI"}, "domain": [0, 0.36],
                          "zeroline": True},
