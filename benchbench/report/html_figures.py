@@ -83,7 +83,8 @@ def compute_accuracy(train: pd.DataFrame, front: pd.DataFrame, ylabel: str,
                      xlabel: str) -> dict[str, Any]:
     """Runs (one point per row) and seed means (hidden until the page's switch), both per
     family x data size x patch, and each family's frontier of seed means."""
-    rows = train[np.isfinite(train["compute"].astype(float)) & (train["compute"] > 0)]
+    rows = train[np.isfinite(train["compute"].astype(float)) & (train["compute"] > 0)] \
+        if len(train) else train
     traces: list[dict[str, Any]] = []
     for fam in families_in(rows):
         first = True
@@ -100,7 +101,7 @@ def compute_accuracy(train: pd.DataFrame, front: pd.DataFrame, ylabel: str,
                 "hovertemplate": RUN_HOVER})
             first = False
             traces.append(_mean_trace(g, fam, meta))
-    for fam in families_in(front):
+    for fam in families_in(front) if len(front) else []:
         fr = front[front["frontier_of"] == fam].sort_values("compute")
         traces.append({"type": "scatter", "mode": "lines", "x": fr["compute"].tolist(),
                        "y": (fr["acc"] * 100).round(4).tolist(),
