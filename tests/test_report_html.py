@@ -223,9 +223,9 @@ def check_in_browser(page_path: Path, screenshot: Path | None = None) -> dict:
                 page.locator("#explore").screenshot(path=str(screenshot))
             th = page.locator("#runstable th", has_text="top-1").first
             th.click()  # ascending
-            seen["sorted"] = page.evaluate("""() => Array.from(
-              document.querySelectorAll('#runstable tbody tr'),
-              tr => Number(tr.cells[%d].dataset.v))""" % th.evaluate("e => e.cellIndex"))
+            seen["sorted"] = page.evaluate(
+                "c => Array.from(document.querySelectorAll('#runstable tbody tr'), "
+                "tr => Number(tr.cells[c].dataset.v))", th.evaluate("e => e.cellIndex"))
             page.locator("input.tog[data-axis=family]").first.uncheck()
             seen["family_off"] = page.locator("input.tog[data-axis=family]").first.get_attribute("value")
             seen["points_after_toggle"] = page.locator("#ca path.point").count()

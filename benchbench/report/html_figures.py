@@ -39,7 +39,8 @@ def _num(v: Any, fmt: str = ".4g") -> str:
 
 
 def _pct(v: Any) -> str:
-    s = _num(None if v is None else float(v) * 100, ".2f") if v is not None else "–"
+    """0.8187 -> '81.87%' (a fraction, as rows hold accuracy); '–' when missing."""
+    s = _num(pd.to_numeric(v, errors="coerce") * 100, ".2f")
     return s if s == "–" else s + "%"
 
 
