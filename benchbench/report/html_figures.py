@@ -24,7 +24,7 @@ RUN_HOVER = ("<b>%{customdata[0]}</b><br>model %{customdata[1]}, patch %{customd
              "data %{customdata[3]} images, %{customdata[4]} epochs, lr %{customdata[5]}<br>"
              "seed %{customdata[6]}<br>val top-1 %{customdata[7]}, test top-1 %{customdata[8]}<br>"
              "compute %{customdata[9]}<extra></extra>")
-MEAN_HOVER = ("<b>seed mean of %{customdata[6]} seeds</b> (%{customdata[0]})<br>"
+MEAN_HOVER = ("<b>mean of seeds %{customdata[6]}</b> (%{customdata[0]})<br>"
               "model %{customdata[1]}, patch %{customdata[2]}<br>data %{customdata[3]} images, "
               "%{customdata[4]} epochs, lr %{customdata[5]}<br>val top-1 %{customdata[7]}, "
               "test top-1 %{customdata[8]}<br>compute %{customdata[9]}<extra></extra>")
@@ -125,7 +125,7 @@ def _mean_trace(g: pd.DataFrame, fam: str, meta: dict[str, Any]) -> dict[str, An
         r["acc"], r["val_top1"] = acc.mean() / 100, pd.to_numeric(p["val_top1"]).mean()
         c = run_customdata(r)
         c[0] = ", ".join(map(str, p["run_id"]))
-        c[6] = str(len(p))
+        c[6] = ", ".join(p["seed"].map(_cat))
         cd.append(c)
     return {"type": "scatter", "mode": "markers", "x": xs, "y": ys, "name": families.label(fam),
             "legendgroup": fam, "showlegend": False, "visible": False,
