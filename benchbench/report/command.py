@@ -16,7 +16,6 @@ from typing import Any
 from benchbench.results import identity_config
 
 GROUPS = ("model", "data", "task")  # groups named by the row's `<group>.name`
-TRAIN_OPTIONS = ("default", "paper_pretrain", "paper_finetune")  # the row does not name its own
 DERIVED = ("data.fingerprint",)  # computed by the run, never typed
 
 
@@ -54,7 +53,15 @@ def _choices(config: Mapping[str, Any]) -> list[tuple[str, ...]]:
     groups = [f"{g}={config[g]['name']}" for g in GROUPS
               if isinstance(config.get(g), Mapping) and config[g].get("name")
               and f"{g}={config[g]['name']}" != "task=train"]  # the default task
-    return [tuple(groups + ([] if t == "default" else [f"train={t}"])) for t in TRAIN_OPTIONS]
+    return [tuple(groups + ([] if t == "default" else [f"train={t}"])) for t in _train_options()]
+
+
+def _train_options() -> list[str]:
+    """Every conf/train option, `default` first: the row does not name its own."""
+    from benchbench.cli import CONF_DIR
+
+    names = sorted(p.stem for p in (CONF_DIR / "train").glob("*.yaml"))
+    return ["default"] + [n for n in names if n != "default"]
 
 
 def _compose_all(choices: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], dict[str, Any] | None]:
