@@ -20,6 +20,7 @@ import pandas as pd
 from benchbench.errors import BenchbenchError, ResultsError
 from benchbench.report import internals_section, plots, tables
 from benchbench.report.compare import EqualCompute, equal_compute
+from benchbench.report.html import write_html
 from benchbench.report.load import (
     Study,
     aggregate_points,
@@ -126,6 +127,7 @@ def build_report(
         rep.findings += rep.internals.findings
     rep.path = out / "report.md"
     rep.path.write_text(_markdown(rep, tabs, command))
+    write_html(rep)  # report.html: the same study as one interactive, self-contained page
     return rep
 
 
