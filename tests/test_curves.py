@@ -42,7 +42,7 @@ def test_curve_has_its_columns_a_row_every_log_every_steps_and_the_last(run_cli)
     row = one_row(rdir)
     curve = curve_of(rdir, row["run_id"])
     assert code == 0 and list(curve[0]) == list(curves.COLUMNS)
-    assert steps(curve) == [3, 6, 7]
+    assert steps(curve) == [1, 3, 6, 7]  # the first step too (issue 23 item 12)
     tcfg = OmegaConf.create(row["config"]["train"])
     sched = lr_lambda(tcfg, 7, warmup_steps_of(tcfg, 7))
     for r in curve:
@@ -74,13 +74,21 @@ def test_grad_norm_is_the_total_norm_before_clipping_with_or_without_clip():
     assert norms[0][1] != pytest.approx(norms[1][1], rel=1e-3)  # clipping changed the run
 
 
+def test_an_eight_step_run_draws_a_line_from_its_first_step_to_its_last(run_cli):
+    """Issue 23 item 12: with log_every=50 an 8-step run logged only step 8 (a single dot)."""
+    code, rdir = run_cli("train.steps=8")
+    curve = curve_of(rdir)
+    assert code == 0 and steps(curve) == [1, 8]
+    assert int(curve[0]["samples_seen"]) == 64 and float(curve[0]["loss"]) > 0
+
+
 def test_periodic_eval_and_selection_fill_the_accuracy_columns(run_cli):
     # 256 images, batch 64: 4 steps per epoch -> the Selection validates at 4 and 5 (the end)
     code, rdir = run_cli("data.val_split=64", "train.steps=5", "train.log_every=5",
                          "eval.every_steps=3", "train.eval_every_epochs=1")
     row = one_row(rdir)
     curve = {int(r["step"]): r for r in curve_of(rdir)}
-    assert code == 0 and sorted(curve) == [3, 4, 5]
+    assert code == 0 and sorted(curve) == [1, 3, 4, 5]
     # eval.every_steps: test and validation
     assert 0 <= float(curve[3]["test_top1"]) <= 1 and 0 <= float(curve[3]["val_top1"]) <= 1
     for s in (4, 5):  # train.eval_every_epochs: the Selection's validation, no test
@@ -110,17 +118,17 @@ def test_a_resumed_run_appends_after_its_checkpoint_and_repairs_a_cut_line(run_c
     with monkeypatch.context() as m:
         signal_at(m, signal.SIGINT, step=4)  # the checkpoint is at step 5
         code, rdir = run_cli(*args)
-    assert code == 130 and steps(curve_of(rdir)) == [2, 4]
+    assert code == 130 and steps(curve_of(rdir)) == [1, 2, 4]
     (path,) = (rdir / "metrics").glob("*.csv")
     with open(path, "a") as f:  # a row logged after the checkpoint, then a crash mid-line
         f.write("6,384,9.9,0.001,1,0,1,,,1\n1")  # (cut after the "1" of a later "10,...")
     code, _ = run_cli(*args)
-    assert code == 0 and steps(curve_of(rdir)) == [2, 4, 6, 8]  # no step twice, no cut line
+    assert code == 0 and steps(curve_of(rdir)) == [1, 2, 4, 6, 8]  # no step twice, no cut line
     got = {int(r["step"]): r for r in curve_of(rdir)}
     assert got[6]["loss"] != "9.9"
-    for s in (2, 4, 6, 8):
+    for s in (1, 2, 4, 6, 8):
         assert got[s]["lr"] == want[s]["lr"]
-    for s in (2, 4, 8):  # whole intervals on both sides of the resume: the same mean loss
+    for s in (1, 2, 4, 8):  # whole intervals on both sides of the resume: the same mean loss
         assert float(got[s]["loss"]) == pytest.approx(float(want[s]["loss"]), rel=1e-4)
     assert float(got[8]["train_s"]) > float(got[6]["train_s"])
 
