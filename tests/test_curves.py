@@ -330,20 +330,34 @@ def test_a_point_that_fails_before_training_still_gets_its_wandb_run(run_cli, mo
 
 
 
-def test_status_sees_a_point_with_a_fresh_curve_as_running_at_its_last_step(tmp_path, capsys):
+@pytest.mark.parametrize("claims", [True, False])
+def test_status_sees_a_running_point_at_its_curves_last_step(tmp_path, capsys, claims):
+    """Running: a live claim (here another host's, fresh); with study.claims=false, a fresh
+    curve. A fresh curve without the claim is not running (issue 23 item 5)."""
+    import json
+    import time
+
     from conftest import TINY
 
+    from benchbench import claims as claims_mod
     from benchbench import status
 
-    launch = [*TINY, f"results.dir={tmp_path}", "train.steps=400"]
+    launch = [*TINY, f"results.dir={tmp_path}", "train.steps=400", f"study.claims={claims}"]
     ((_, cfg),) = status.points(launch)
     run_id = status.state_of(cfg)["run_id"]
     path = curves.curve_path(tmp_path, run_id)
     path.parent.mkdir()
     path.write_text(",".join(curves.COLUMNS) + "\n50,3200,2.3,0.001,900,0.1,1.2,,,5\n100,64")
+    if claims:
+        assert status.state_of(cfg)["state"] == "missing"  # no claim: nobody runs it
+        claim = claims_mod.claim_path(tmp_path, run_id)
+        claim.parent.mkdir()
+        claim.write_text(json.dumps({"run_id": run_id, "host": "node-7", "pid": 42,
+                                     "token": "t" * 32, "heartbeat": time.time()}))
     assert status.main(launch) == 0  # no checkpoint yet (the first comes after 300 s)
     (line, total) = capsys.readouterr().out.splitlines()
     assert line.startswith(f"running     {run_id}") and line.endswith("  at step 50")
+    assert ("host node-7" in line) == claims
     assert total == "1 points: 1 running"
 
 
@@ -371,8 +385,8 @@ def test_the_report_draws_the_training_curves_it_finds(run_cli, monkeypatch):
     md = (rdir / "report" / "report.md").read_text()
     assert "### Training curves" in md and "(2 of 2 runs have a curve)" in md
     loss = [ln for ln in drawn["lines"] if ln.axes is drawn["lines"][0].axes]
-    # rows at steps 2, 4, 6 (train.log_every) and 3 (eval.every_steps), x 64 images
-    assert len(loss) == 2 and list(loss[0].get_xdata()) == [128, 192, 256, 384]
+    # rows at steps 1 (the first), 2, 4, 6 (train.log_every) and 3 (eval.every_steps), x 64 images
+    assert len(loss) == 2 and list(loss[0].get_xdata()) == [64, 128, 192, 256, 384]
     assert drawn["labels"][1].startswith("accuracy [%] (solid: val, dotted: test)")
     for p in (rdir / "metrics").glob("*.csv"):
         p.unlink()
