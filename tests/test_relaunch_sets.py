@@ -1,0 +1,87 @@
+"""What a relaunch resubmits and what the report pools, asserted as exact sets (issue 23,
+"the tests still let through"): the points resubmitted after a preemption, the rows pooled
+as seeds of one point."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from benchbench import relaunch, results
+from benchbench.report.load import load_study, point_key
+from benchbench.tasks import TASKS
+
+MEASURE = ["task=measure"]
+
+
+def _rows(rdir: Path) -> dict[int, str]:
+    return {r["seed"]: r["status"] for r in results.load_rows(rdir)[0]}
+
+
+def test_a_relaunch_after_preemption_resubmits_exactly_the_interrupted_and_missing_points(
+        run_cli, capsys, monkeypatch):
+    real = TASKS.get("measure")
+
+    def preempted(cfg, row, **kw):
+        if int(cfg.seed) == 1:  # SIGTERM outside training: an `interrupted` row, exit 130
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        return real(cfg, row, **kw)
+
+    sweep = ["-m", *MEASURE, "seed=0,1,2,3"]
+    with monkeypatch.context() as m:
+        m.setitem(TASKS._items, "measure", preempted)
+        code, rdir = run_cli(*sweep)
+    assert code == 130 and _rows(rdir) == {0: "ok", 1: "interrupted"}  # 2 and 3 never ran
+    capsys.readouterr()
+
+    submitted: list[list[list[str]]] = []
+    plain = relaunch.to_submit
+
+    def spy(grid, compose, sweep_dir):
+        submitted.append(plain(grid, compose, sweep_dir))
+        return submitted[-1]
+
+    monkeypatch.setattr(relaunch, "to_submit", spy)
+    code, _ = run_cli(*sweep)
+    out = capsys.readouterr().out
+    assert code == 0 and "benchbench: 1 of 4 points are done; submitting 3" in out
+    (grid,) = submitted
+    assert [[o for o in over if o.startswith("seed=")] for over in grid] == [
+        ["seed=1"], ["seed=2"], ["seed=3"]]  # the interrupted point and the missing ones
+    assert _rows(rdir) == {0: "ok", 1: "ok", 2: "ok", 3: "ok"}
+
+
+def _row(seed: int, *, data_seed: int, train_size: int = 100, top1: float = 0.5) -> dict:
+    cfg = {"seed": seed, "model": {"name": "vit_micro", "patch_size": 4},
+           "data": {"name": "synthetic", "seed": data_seed, "train_size": train_size},
+           "train": {"epochs": 1, "seed": seed}, "task": {"name": "train"}}
+    row = results.empty_row()
+    row.update(run_id=results.run_id_of(cfg), study="s", status="ok", task="train", seed=seed,
+               family="ViT", model="ViT-micro/4", patch_size=4, image_size=32, num_classes=10,
+               params=1000, flops_per_image=10**6, train_flops=3 * 10**8, samples_seen=100,
+               dataset="synthetic", train_size=train_size, top1=top1, wall_s=1.0, config=cfg,
+               started_at="2026-01-01T00:00:00+00:00")
+    return row
+
+
+def test_rows_that_differ_only_in_nested_seeds_are_pooled_as_seeds_of_one_point(tmp_path):
+    rows = [_row(s, data_seed=s, top1=0.4 + 0.1 * s) for s in (0, 1, 2)]
+    rows.append(_row(0, data_seed=0, train_size=200))  # another point: more data
+    for r in rows:
+        results.write_row(r, tmp_path)
+    assert len({point_key(r) for r in rows}) == 2  # data.seed and train.seed are seeds too
+    study = load_study(tmp_path)
+    sizes = study.train.groupby("point")["seed"].apply(sorted).tolist()
+    assert sorted(sizes) == [[0], [0, 1, 2]]
+    from benchbench.report.load import aggregate_points
+
+    pts = aggregate_points(study.train)
+    pooled = pts[pts["n_seeds"] == 3]
+    assert len(pts) == 2 and len(pooled) == 1
+    assert sorted(pooled.iloc[0]["acc_values"]) == pytest.approx([0.4, 0.5, 0.6])
+    assert json.loads(point_key(rows[0])) == json.loads(point_key(rows[2]))
