@@ -280,6 +280,9 @@ class SweepSummary(Callback):
                 outs.append(json.loads(p.read_text()))
             except (OSError, json.JSONDecodeError):
                 outs.append({"status": "lost", "row": str(p)})
+        from benchbench.relaunch import settled
+
+        outs = settled(outs)  # a point another launch ran meanwhile: as its row says now
         counts = Counter(o.get("status", "lost") for o in outs)
         bad = [o for o in outs if o.get("status") not in ("ok", "skipped")
                or o.get("prior_status", "ok") != "ok"]

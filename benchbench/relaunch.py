@@ -112,3 +112,27 @@ def _why(s: dict[str, Any]) -> str:
     if s["status"] == "failed":
         return "failed (row of a newer benchbench)"
     return f"already {s['prior_status']} (study.retry_failed=true runs them)"
+
+
+def settled(outs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sweep's point summaries, with each point that was running elsewhere when this
+    launch looked read again from its row: another launch may have finished it meanwhile,
+    and the summary should say so, not what was true before (two launches at once)."""
+    from benchbench import claims, results
+    from benchbench.errors import ResultsError
+
+    out = []
+    for o in outs:
+        if o.get("status") == "running" and o.get("run_id") and o.get("row"):
+            rdir = Path(o["row"]).parent.parent
+            try:
+                row = None if claims.live_holder(rdir, o["run_id"], claims.Settings()) \
+                    else results.read_row(o["row"])
+            except ResultsError:  # no row (yet), or a broken one: still as it was
+                row = None
+            if row is not None and row["status"] != "interrupted":
+                o = {**o, "status": "skipped", "prior_status": row["status"],
+                     "error": row.get("error"), "done_elsewhere": True}
+        out.append(o)
+    return out
+

@@ -85,3 +85,38 @@ def test_rows_that_differ_only_in_nested_seeds_are_pooled_as_seeds_of_one_point(
     assert len(pts) == 2 and len(pooled) == 1
     assert sorted(pooled.iloc[0]["acc_values"]) == pytest.approx([0.4, 0.5, 0.6])
     assert json.loads(point_key(rows[0])) == json.loads(point_key(rows[2]))
+
+
+def test_two_launches_at_once_end_with_the_rows_as_they_are_now(run_cli, capsys, tmp_path):
+    """Issue 23 item 10: the second launch skipped the point the first was running, and
+    its summary, printed after the first had finished it, still said `1 running`, exit 1."""
+    import subprocess
+    import sys
+
+    from conftest import TINY
+
+    rdir = tmp_path / "results"
+    point = [*TINY, "train.steps=30", "threads=1", "eval.internals=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "benchbench.cli", "-m", *point, "seed=0",
+                              f"results.dir={rdir}"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        while not list(rdir.glob("claims/*.json")) and time.time() < deadline:
+            time.sleep(0.05)
+        assert list(rdir.glob("claims/*.json")), "the first launch never claimed its point"
+        # the second launch: seed 0 is running in the first; it trains seed 1 itself, which
+        # ends after the first launch's seed 0 (the same work, started later)
+        code, _ = run_cli("-m", *point, "seed=0,1", results=rdir, tiny=False)
+        out1, err1 = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    cap = capsys.readouterr()
+    assert first.returncode == 0, err1[-2000:]
+    assert "1 running elsewhere; submitting 1" in cap.out
+    assert _rows(rdir) == {0: "ok", 1: "ok"}
+    assert "running" not in cap.err, cap.err  # was: "  running: <id>: running elsewhere ..."
+    assert "2 points: 1 ok, 1 skipped (1 already ok in the results dir)" in cap.out, cap.out
+    assert code == 0
