@@ -185,7 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         check_overrides(argv)
         check_keys(argv, CONF_DIR)
         if not any(a.startswith("--cfg") or a in ("--info", "-c") for a in argv):
-            check_results_dir(argv)
+            try:
+                check_results_dir(argv)
+            except BenchbenchError:
+                from benchbench.relaunch import done_without_writing
+
+                done = done_without_writing(argv)  # every point done: nothing to write
+                if done is None:
+                    raise
+                print(f"{done} (results.dir is read-only; nothing written)")
+                return 0
     except BenchbenchError as e:
         if verbose:
             traceback.print_exc()

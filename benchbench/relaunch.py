@@ -136,3 +136,23 @@ def settled(outs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(o)
     return out
 
+
+def done_without_writing(argv: Sequence[str]) -> str | None:
+    """The relaunch's line when every point of the launch `argv` is done (its ok row kept),
+    else None. Reads only: a finished study on read-only storage is done, not unwritable."""
+    from benchbench import status
+
+    try:
+        grid = status.points([a for a in argv if not a.startswith("-") or a in ("-m", "--multirun")])
+    except Exception:  # noqa: BLE001 - the launch itself reports a config that does not compose
+        return None
+    kept = []
+    for _, cfg in grid:
+        if isinstance(cfg, BaseException):
+            return None
+        _, summary = plan(cfg)
+        if summary is None or summary["status"] != "skipped" or summary["prior_status"] != "ok":
+            return None
+        kept.append(summary)
+    return announce(len(grid), 0, kept) if kept else None
+

@@ -120,3 +120,48 @@ def test_two_launches_at_once_end_with_the_rows_as_they_are_now(run_cli, capsys,
     assert "running" not in cap.err, cap.err  # was: "  running: <id>: running elsewhere ..."
     assert "2 points: 1 ok, 1 skipped (1 already ok in the results dir)" in cap.out, cap.out
     assert code == 0
+
+
+def _read_only(rdir: Path) -> list[list[str]]:
+    """Make rdir (and every folder in it) read-only; returns the commands that undo it.
+    As root chmod is ignored: the immutable attribute (chattr +i) binds root too."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", str(rdir)], check=True)
+        return [["chmod", "-R", "u+w", str(rdir)]]
+    if shutil.which("chattr") is None:
+        import pytest
+
+        pytest.skip("root without chattr: no way to make a folder read-only")
+    dirs = [str(p) for p in [rdir, *rdir.rglob("*")] if p.is_dir()]
+    if subprocess.run(["chattr", "+i", *dirs], capture_output=True).returncode:
+        import pytest
+
+        pytest.skip("chattr +i is not permitted here")
+    return [["chattr", "-i", *dirs]]
+
+
+def test_a_finished_sweep_on_read_only_storage_is_done_not_unwritable(run_cli, capsys):
+    """Issue 23 item 11: relaunching a complete sweep over a read-only copy said `cannot
+    write the rows`; it is done, and a relaunch writes nothing."""
+    import subprocess
+
+    sweep = ["-m", *MEASURE, "seed=0,1,2"]
+    code, rdir = run_cli(*sweep)
+    assert code == 0
+    capsys.readouterr()
+    undo = _read_only(rdir)
+    try:
+        assert not os.access(rdir, os.W_OK) or os.geteuid() == 0
+        code, _ = run_cli(*sweep)
+        cap = capsys.readouterr()
+        assert code == 0, cap.err
+        assert "benchbench: all 3 points are done; nothing to submit" in cap.out
+        assert "cannot write" not in cap.err
+        code, _ = run_cli(*MEASURE, "seed=3")  # a point not done: the write error, as before
+        assert code == 2 and "cannot write the rows" in capsys.readouterr().err
+    finally:
+        for cmd in undo:
+            subprocess.run(cmd, check=True)
