@@ -165,3 +165,56 @@ def test_a_finished_sweep_on_read_only_storage_is_done_not_unwritable(run_cli, c
     finally:
         for cmd in undo:
             subprocess.run(cmd, check=True)
+
+
+def _folder(root: Path, per_class: dict[str, int]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part in ("train", "val"):
+        for c, n in per_class.items():
+            (root / part / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / part / c / f"{i}.png")
+
+
+def test_failures_the_user_fixed_do_not_count_against_the_study(run_cli, capsys, tmp_path):
+    """Issue 23 item 2: a point that failed on bad data (an empty class folder) has a run_id
+    without the dataset fingerprint; after the fix the relaunch ran a new run_id, and every
+    later report said `1 ok, 1 not ok`. A config refused at start (train.epochs=-1) too."""
+    from benchbench.report.cli import main as report
+
+    data = tmp_path / "data"
+    _folder(data, {"cat": 4, "dog": 4})
+    (data / "train" / "emu").mkdir()  # an empty class folder: a DataError
+    (data / "val" / "emu").mkdir()
+    point = ["quiet=true", "data=imagefolder", f"data.root={data}", "train.steps=2",
+             "train.batch_size=4", "eval.batch_size=8", "eval.internals=false"]
+    code, rdir = run_cli(*point, tiny=False)
+    assert code == 2
+    code, _ = run_cli(*point, "train.epochs=-1", "train.steps=null", tiny=False)
+    assert code == 2
+    _folder(data, {"emu": 4})  # the fix
+    code, _ = run_cli(*point, tiny=False)
+    assert code == 0
+    rows = results.load_rows(rdir)[0]
+    assert sorted((r["status"], r["error_type"]) for r in rows) == [
+        ("failed", "ConfigError"), ("failed", "DataError"), ("ok", None)]
+    capsys.readouterr()
+
+    assert report([str(rdir), "--n-boot", "0", "--formats", "png"]) == 0
+    md = (rdir / "report" / "report.md").read_text()
+    assert "Rows: 1 ok (1 train), 0 not ok" in md, md[:600]
+    assert "2 superseded failure(s) left out" in md
+    assert "Runs that did not finish ok" not in md
+
+    # a failure that was not fixed still counts: another seed that diverges stays not ok
+    ok = next(r for r in rows if r["status"] == "ok")
+    other = {**ok, "run_id": "0123456789ab", "status": "failed", "error_type": "RuntimeError",
+             "seed": 1, "config": {**ok["config"], "seed": 1}}
+    results.write_row(other, rdir)
+    assert report([str(rdir), "--n-boot", "0", "--formats", "png"]) == 0
+    md = (rdir / "report" / "report.md").read_text()
+    assert "Rows: 1 ok (1 train), 1 not ok" in md and "2 superseded failure(s)" in md

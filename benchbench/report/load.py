@@ -100,6 +100,49 @@ def drop_duplicates(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return keep.drop(columns="_t").sort_index(), notes
 
 
+# Where a point's inputs are and what they hold: a run that failed before the user fixed them
+# (an empty class folder, a checkpoint not found until init.results_dirs) is the same point.
+INPUT_KEYS = tuple(f"{pre}{k}" for pre in ("", "task.finetune.")
+                   for k in ("data.fingerprint", "data.root", "init.results_dirs"))
+
+
+def _input_free_key(row: Mapping[str, Any]) -> str | None:
+    cfg = row.get("config")
+    if not (isinstance(cfg, Mapping) and cfg):
+        return None
+    blob: Any = identity_config(cfg)
+    for path in INPUT_KEYS:
+        blob = _drop_path(blob, path)
+    return json.dumps(blob, sort_keys=True, default=str)
+
+
+def superseded(df: pd.DataFrame) -> pd.Series:
+    """Rows that failed on input the user then fixed, so they do not count against the
+    study: a not-ok row whose point (its config apart from INPUT_KEYS, seed included) has an
+    ok row, and a row whose config was refused when the run started (error_type
+    ConfigError: nothing ran; a config error is not a study result)."""
+    if df.empty:
+        return pd.Series(False, index=df.index)
+    ok = df["status"] == "ok"
+    keys = pd.Series([_input_free_key(r) for r in df.to_dict("records")], index=df.index)
+    fixed = ~ok & keys.notna() & keys.isin(set(keys[ok].dropna()))
+    refused = ~ok & (df["error_type"] == "ConfigError")
+    return fixed | refused
+
+
+def drop_superseded(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(rows without the superseded failures, the summary's line naming them)."""
+    gone = superseded(df)
+    if not gone.any():
+        return df, []
+    ids = ", ".join(f"`{r}`" for r in df.loc[gone, "run_id"].head(5)) + (
+        ", ..." if gone.sum() > 5 else "")
+    return df[~gone], [f"{int(gone.sum())} superseded failure(s) left out ({ids}): each failed "
+                       f"on input that was then fixed (the same point has an ok row since: "
+                       f"data or init.results_dirs fixed) or on a config refused before it "
+                       f"ran (ConfigError); a failure the user fixed is not a result."]
+
+
 def is_smoke(df: pd.DataFrame) -> pd.Series:
     """Rows of debug=smoke (config.max_steps set) or found under a results/smoke folder."""
     capped = df["config"].map(lambda c: _config_get(c, "max_steps") is not None)
@@ -207,6 +250,8 @@ def load_study(
         where = ", ".join(str(d / "runs") for d in dirs)
         raise ResultsError(f"no result rows (*.json) under {where}: run a study first.")
     df, left_out = drop_duplicates(df.reset_index(drop=True))
+    df, superseded_note = drop_superseded(df)
+    left_out += superseded_note
     df, smoke, smoke_note = split_smoke(df)
     left_out += smoke_note
     notes: list[str] = []
