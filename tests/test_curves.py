@@ -168,9 +168,9 @@ def test_progress_lines_go_to_stdout_in_a_log_even_when_quiet(run_cli, capsys):
     code, rdir = run_cli(*QUICK)  # conftest's TINY sets quiet=true, as studies do
     out = capsys.readouterr().out
     lines = [m for m in map(LINE.match, out.splitlines()) if m]
-    assert code == 0 and [m.group(2) for m in lines] == ["2", "4"], out
+    assert code == 0 and [m.group(2) for m in lines] == ["1", "2", "4"], out
     assert lines[0].group(1) == one_row(rdir)["run_id"] and lines[0].group(3)  # an ETA
-    assert lines[1].group(3) is None  # the last step: nothing left
+    assert lines[-1].group(3) is None  # the last step: nothing left
     code, _ = run_cli(*QUICK, "progress=false", results=rdir.parent / "silent")
     assert code == 0 and "] step " not in capsys.readouterr().out
 
@@ -192,13 +192,13 @@ def test_transfer_fine_tune_has_its_own_curve_under_the_transfer_run_id(run_cli,
                          "eval.fewshot=false", "wandb.enabled=true")
     rows = {r["task"]: r for r in results.load_rows(rdir)[0]}
     assert code == 0 and set(rows) == {"train", "transfer"}
-    assert steps(curve_of(rdir, rows["train"]["run_id"])) == [3]  # pre-training: log_every 50
+    assert steps(curve_of(rdir, rows["train"]["run_id"])) == [1, 3]  # pre-training: log_every 50
     ft = curve_of(rdir, rows["transfer"]["run_id"])
-    assert steps(ft) == [2, 4] and int(ft[-1]["samples_seen"]) == rows["transfer"]["samples_seen"]
+    assert steps(ft) == [1, 2, 4] and int(ft[-1]["samples_seen"]) == rows["transfer"]["samples_seen"]
     # one wandb run per stage, one after the other, each with its own curve
     assert [k["id"] for k in fake.inits] == [rows["train"]["run_id"], rows["transfer"]["run_id"]]
     assert [k["job_type"] for k in fake.inits] == ["train", "transfer"]
-    assert [s for s, _, _ in fake.logs] == [3, 2, 4]
+    assert [s for s, _, _ in fake.logs] == [1, 3, 1, 2, 4]
     assert [r.finished for r in fake.runs] == [[0], [0]]
 
 
@@ -278,7 +278,7 @@ def test_wandb_run_starts_with_training_logs_the_curve_live_and_ends_with_the_ro
     assert code == 0 and kw["id"] == row["run_id"] and kw["resume"] == "allow"
     assert kw["group"] == "default" and kw["name"] == "ViT-micro/8 n=256 seed=0"
     assert kw["mode"] == "offline" and kw["config"]["wandb"]["api_key"] == "***"
-    assert [s for s, _, _ in fake.logs] == [2, 4]
+    assert [s for s, _, _ in fake.logs] == [1, 2, 4]
     assert not any(saved for _, _, saved in fake.logs)  # logged while training, before the row
     curve = {int(r["step"]): r for r in curve_of(rdir)}
     for s, data, _ in fake.logs:
