@@ -146,9 +146,12 @@ def done_without_writing(argv: Sequence[str]) -> str | None:
         grid = status.points([a for a in argv if not a.startswith("-") or a in ("-m", "--multirun")])
     except Exception:  # noqa: BLE001 - the launch itself reports a config that does not compose
         return None
+    from benchbench.point import abs_path
+
     kept = []
     for _, cfg in grid:
-        if isinstance(cfg, BaseException):
+        if isinstance(cfg, BaseException) or not (
+                Path(abs_path(str(cfg.results.dir))) / "runs").is_dir():  # no rows: not done
             return None
         _, summary = plan(cfg)
         if summary is None or summary["status"] != "skipped" or summary["prior_status"] != "ok":

@@ -96,7 +96,8 @@ def test_two_launches_at_once_end_with_the_rows_as_they_are_now(run_cli, capsys,
     from conftest import TINY
 
     rdir = tmp_path / "results"
-    point = [*TINY, "train.steps=30", "threads=1", "eval.internals=false"]
+    # the first launch's point trains for seconds: the second plans while it runs
+    point = [*TINY, "train.steps=150", "threads=1", "eval.internals=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-m", "benchbench.cli", "-m", *point, "seed=0",
                               f"results.dir={rdir}"], cwd=tmp_path, env=env,
@@ -106,9 +107,17 @@ def test_two_launches_at_once_end_with_the_rows_as_they_are_now(run_cli, capsys,
         while not list(rdir.glob("claims/*.json")) and time.time() < deadline:
             time.sleep(0.05)
         assert list(rdir.glob("claims/*.json")), "the first launch never claimed its point"
-        # the second launch: seed 0 is running in the first; it trains seed 1 itself, which
-        # ends after the first launch's seed 0 (the same work, started later)
-        code, _ = run_cli("-m", *point, "seed=0,1", results=rdir, tiny=False)
+        # the second launch: seed 0 is running in the first; it trains seed 1 itself, and
+        # that ends after the first launch has ended (it waits for it: a fixed order)
+        real = TASKS.get("train")
+
+        def after_the_first(*a, **kw):
+            first.wait(timeout=120)
+            return real(*a, **kw)
+
+        with pytest.MonkeyPatch.context() as m:
+            m.setitem(TASKS._items, "train", after_the_first)
+            code, _ = run_cli("-m", *point, "seed=0,1", results=rdir, tiny=False)
         out1, err1 = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
