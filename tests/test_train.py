@@ -68,6 +68,20 @@ def test_a_flops_budget_is_never_exceeded(flops):
     assert 3 * 100 * b.samples <= flops < 3 * 100 * (b.samples + 8)
 
 
+def test_a_run_on_a_small_flops_budget_stays_within_it_and_records_it(run_cli):
+    """Through the CLI: 2.9 steps' worth of FLOPs trains 2 steps (was 3, over the budget);
+    the row has the budget beside what was spent."""
+    import json
+
+    code, rdir = run_cli("train.steps=1", results=None)
+    (first,) = [json.loads(p.read_text()) for p in (rdir / "runs").glob("*.json")]
+    budget = 3 * first["flops_per_image"] * 64 * 2.9  # TINY: batch 64
+    code, other = run_cli(f"train.flops={budget!r}", results=rdir.parent / "budget")
+    (row,) = [json.loads(p.read_text()) for p in (other / "runs").glob("*.json")]
+    assert code == 0 and row["steps"] == 2 and row["train_flops_budget"] == budget
+    assert row["train_flops"] <= row["train_flops_budget"]
+
+
 def test_a_flops_budget_below_one_step_is_refused():
     with pytest.raises(ConfigError, match="less than one step.*raise train.flops"):
         resolve_budget(tc(flops=1e3), flops_per_image=100, steps_per_epoch=10)
