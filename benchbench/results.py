@@ -260,9 +260,39 @@ def read_row(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: row schema version {version!r} is newer than this benchbench "
             f"({SCHEMA_VERSION}); upgrade benchbench to read it."
         )
+    problem = row_problem(data)
+    if problem:
+        raise ResultsError(f"{path}: {problem}; it is kept, not read (fix or remove it).")
     row = empty_row()
     row.update(data)  # older schema: missing columns become null
     return row
+
+
+# Value checks on read: a hand-edited or damaged value is a broken row, never a finding.
+FRACTION_FIELDS = ("top1", "top5", "fewshot_top1", "val_top1")  # accuracies in [0, 1]
+COUNT_FIELDS = (  # sizes, counts and rates: numbers >= 0
+    "params", "flops_per_image", "macs_per_image", "train_flops", "train_flops_budget",
+    "samples_seen", "train_size", "num_classes", "image_size", "patch_size", "batch_size",
+    "steps", "epochs", "wall_s", "train_wall_s", "infer_img_per_s", "train_img_per_s",
+    "peak_mem_bytes", "max_batch_size", "pretrain_flops", "finetune_flops", "world_size",
+)
+
+
+def row_problem(data: Mapping[str, Any]) -> str | None:
+    """What makes a parsed row unusable (a wrong type or an out-of-range value), or None."""
+    if data.get("status") not in STATUSES:
+        return f"status {data.get('status')!r} is not one of {', '.join(STATUSES)}"
+    if not isinstance(data.get("run_id"), str) or not data["run_id"]:
+        return f"run_id {data.get('run_id')!r} is not a string"
+    for k in FRACTION_FIELDS + COUNT_FIELDS:
+        v = data.get(k)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return f"{k}={v!r} is not a number"
+        if v < 0 or (k in FRACTION_FIELDS and v > 1):
+            return f"{k}={v!r} is out of range ({'0 to 1' if k in FRACTION_FIELDS else '>= 0'})"
+    return None
 
 
 def iter_row_files(results_dir: str | os.PathLike) -> list[Path]:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from benchbench import families
 from benchbench.errors import ResultsError
+from benchbench.report.superseded import _drop_path, drop_superseded
 from benchbench.results import identity_config, load_dataframe
 from benchbench.units import fmt_flops
 
@@ -211,6 +212,8 @@ def load_study(
         where = ", ".join(str(d / "runs") for d in dirs)
         raise ResultsError(f"no result rows (*.json) under {where}: run a study first.")
     df, left_out = drop_duplicates(df.reset_index(drop=True))
+    df, superseded_note = drop_superseded(df)
+    left_out += superseded_note
     df, smoke, smoke_note = split_smoke(df)
     left_out += smoke_note
     notes: list[str] = []
@@ -327,16 +330,6 @@ def fill_speed_from_measure(train: pd.DataFrame, measure: pd.DataFrame) -> pd.Da
 
 
 SWEPT = ("train.lr",)  # axes the report maximises over (by validation accuracy when it can)
-
-
-def _drop_path(cfg: Mapping[str, Any], path: str) -> dict[str, Any]:
-    head, _, rest = path.partition(".")
-    out = dict(cfg)
-    if not rest:
-        out.pop(head, None)
-    elif isinstance(out.get(head), Mapping):
-        out[head] = _drop_path(out[head], rest)
-    return out
 
 
 def setting_key(row: Mapping[str, Any], swept: Sequence[str] = SWEPT) -> str | None:
