@@ -377,7 +377,8 @@ def measure_internals(model: nn.Module, images: torch.Tensor, *, family: str,
         dist, renorm, mass, grid, token_px = _attention_stats(model, images)
         arrays.update(attn_dist_px=dist, attn_dist_renorm_px=renorm, attn_prefix_mass=mass,
                       token_grid=np.array(grid),
-                      token_px=np.array(token_px, dtype=np.float64))
+                      token_px=np.array(token_px, dtype=np.float64),
+                      num_prefix_tokens=np.array(int(model.num_prefix_tokens)))  # uniform reference
         sim = pos_embed_similarity(model)
         if sim is not None:
             arrays["pos_sim"] = sim

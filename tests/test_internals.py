@@ -456,3 +456,20 @@ def test_report_internals_single_seed_trends_are_one_sentence_not_one_per_metric
                           for n in (1000, 9000) for s in range(3)])
     lines = _trend_findings(three)
     assert len(lines) == 3 and all("within the seed spread" in x for x in lines)
+
+
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_the_reports_uniform_reference_is_uniform_attention_in_the_rows_convention(prefix):
+    """The report's 'uniform attention' value is what mean_distance gives for attention spread
+    evenly over every token, class token included (it counts 0 px): 13.23 px, not the patch
+    grid's 14.06, for ViT-micro/7's 4x4 grid with one class token."""
+    from benchbench.report.internals_section import _uniform_px
+
+    n = 16
+    attn = torch.full((1, 1, n + prefix, n + prefix), 1.0 / (n + prefix), dtype=torch.float64)
+    got = mean_distance(attn, (4, 4), 7.0, num_prefix_tokens=prefix)[0]
+    arrays = {"token_grid": np.array([4, 4]), "token_px": np.array([7.0, 7.0]),
+              "num_prefix_tokens": np.array(prefix)}
+    assert _uniform_px(arrays) == pytest.approx(got, rel=1e-9)
+    if prefix:
+        assert got == pytest.approx(brute_mean_pairwise(4, 4, 7, 7) * 16 / 17, rel=1e-9)

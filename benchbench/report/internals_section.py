@@ -128,11 +128,16 @@ def _trend_findings(rows: pd.DataFrame, x: str = "train_size",
 
 
 def _uniform_px(arrays: dict[str, np.ndarray]) -> float | None:
-    """Mean attention distance of uniform attention over the run's token grid."""
+    """Mean attention distance of uniform attention over all the run's tokens, in the reference
+    convention the rows use (attention to a class token counts 0 px): the patch grid's mean
+    distance x patches / (patches + prefix tokens). Arrays written before the prefix count was
+    stored come from timm ViTs and hybrids with one class token."""
     if "token_grid" not in arrays or "token_px" not in arrays:
         return None
     grid = [int(v) for v in arrays["token_grid"]]
-    return float(patch_centre_distances(grid, tuple(arrays["token_px"])).mean())
+    n = int(np.prod(grid))
+    prefix = int(arrays["num_prefix_tokens"]) if "num_prefix_tokens" in arrays else 1
+    return float(patch_centre_distances(grid, tuple(arrays["token_px"])).mean()) * n / (n + prefix)
 
 
 def _spread_finding(model: str, setting: str, runs: str, dists: list[np.ndarray],
@@ -141,7 +146,8 @@ def _spread_finding(model: str, setting: str, runs: str, dists: list[np.ndarray]
     s = (f"{model} ({setting}; {runs}): first-layer heads span {first.min():.2f}-"
          f"{first.max():.2f} px of mean attention distance")
     if uniform is not None:
-        s += f" (uniform attention over the grid would give {uniform:.2f} px)"
+        s += (f" (uniform attention over every token would give {uniform:.2f} px; attention to the"
+              " class token counts 0 px, as in the paper's convention)")
     return s + "."
 
 
