@@ -58,7 +58,7 @@ def to_submit(grid: Sequence[Sequence[str]], compose: Callable[[list[str]], Any]
     """The points of `grid` (each a list of overrides) that need a job, in order. Each kept
     point's would-be summary goes to `<sweep_dir>/status/kept-<index>.json` (the sweep
     summary reads it); one line says how many are done and how many are submitted."""
-    from benchbench.cli import _redact_file
+    from benchbench.launch_checks import _redact_file
     from benchbench.results import atomic_write_text
 
     _redact_file(sweep_dir / "multirun.yaml")  # no job may run to mask its secrets

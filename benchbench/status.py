@@ -22,14 +22,14 @@ def points(args: list[str]) -> list[tuple[list[str], Any]]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from benchbench import cli
+    from benchbench.launch_checks import CONF_DIR, _register_resolvers
 
-    cli._register_resolvers()
+    _register_resolvers()
     args = [a for a in args if a not in ("-m", "--multirun")]
     hydra_args = [a for a in args if a.lstrip("+~").startswith("hydra")]
     task_args = [a for a in args if a not in hydra_args]
     parser = OverridesParser.create()
-    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         base = compose("config", overrides=[a for a in args if "," not in a],
                        return_hydra_config=True)
         params = base.hydra.sweeper.get("params") or {}
@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
               f"; states are {', '.join(STATES)}.", file=sys.stderr)
         return 2
     try:
-        from benchbench import cli
+        from benchbench.launch_checks import check_args
 
-        cli.check_args(args)  # the launcher's checks: key typos and value types too
+        check_args(args)  # the launcher's checks: key typos and value types too
         grid = points(args)
         states = [(over, state_of(cfg)) for over, cfg in grid]
     except BenchbenchError as e:

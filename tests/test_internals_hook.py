@@ -128,8 +128,9 @@ def test_findings_call_a_change_only_beyond_the_seed_spread(tmp_path):
         tmp_path / "rb", ["png"])
     first = next(f for f in noisy.findings if "first-layer mean attention distance" in f)
     assert "within the seed spread" in first
-    # uniform attention over a 4x4 grid of 7 px patches, the reference in the spread finding
-    uniform = internals.patch_centre_distances((4, 4), 7).mean().item()
+    # uniform attention over a 4x4 grid of 7 px patches and the class token (0 px in the
+    # reference convention), the reference in the spread finding
+    uniform = internals.patch_centre_distances((4, 4), 7).mean().item() * 16 / 17
     assert any(f"{uniform:.2f} px" in f for f in noisy.findings)
 
 

@@ -146,7 +146,19 @@ def test_a_difference_inside_the_test_set_noise_is_not_called():
                   ("bit", 2e12, [0.8551]), ("hybrid", 2e12, [0.8608])])
     rows["train_size"] = np.where(rows["compute"] == 1e12, 1000, 9000)
     (line,) = dataset_findings(aggregate_points(rows))
-    assert "changes from" not in line and "within noise" in line
+    assert "changes from" not in line and "not called, one seed per point" in line
+    # one seed per point calls no lead on the size axis either, however large (issue 24)
+    rows = _rows([("bit", 1e12, [0.90]), ("hybrid", 1e12, [0.60]),
+                  ("bit", 2e12, [0.60]), ("hybrid", 2e12, [0.90])])
+    rows["train_size"] = np.where(rows["compute"] == 1e12, 1000, 9000)
+    (line,) = dataset_findings(aggregate_points(rows))
+    assert "changes from" not in line and line.count("not called, one seed per point") == 2
+    # with seeds, a lead inside the noise is 'within noise' and a clear one changes the family
+    rows = _rows([("bit", 1e12, [0.90, 0.91]), ("hybrid", 1e12, [0.60, 0.61]),
+                  ("bit", 2e12, [0.60, 0.61]), ("hybrid", 2e12, [0.90, 0.91])])
+    rows["train_size"] = np.where(rows["compute"] == 1e12, 1000, 9000)
+    (line,) = dataset_findings(aggregate_points(rows))
+    assert "changes from BiT to Hybrid" in line
     # a large gap is called, given a seed noise estimate (one seed alone calls nothing)
     pts = _points([("hybrid", 1e12, [0.90]), ("bit", 1e12, [0.85])])
     assert not equal_compute(pts, budgets=[1e12], n_boot=0).pairs["called"].iloc[0]

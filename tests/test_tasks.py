@@ -45,9 +45,10 @@ def test_cublas_alloc_failure_in_training_is_an_oom_row(run_cli, monkeypatch):
 
 
 def test_flop_budget_is_a_row_column_not_part_of_the_run_id(run_cli, tmp_path):
-    code, rdir = run_cli("train.flops=1000000", "train.epochs=null")
+    code, rdir = run_cli("train.flops=3000000000", "train.epochs=null")  # about 3 steps
     (row,) = _rows(rdir)
-    assert code == 0 and row["train_flops_budget"] == 1000000
+    assert code == 0 and row["train_flops_budget"] == 3000000000
+    assert 0 < row["train_flops"] <= row["train_flops_budget"]
     assert "train_flops_budget" not in str(row["config"])
     assert results.run_id_of(row["config"]) == row["run_id"]
     code, rdir = run_cli(results=tmp_path / "epochs")

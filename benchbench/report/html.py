@@ -13,7 +13,7 @@ import html
 import re
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,7 @@ from benchbench.report.load import aggregate_points, families_in
 from benchbench.report.pareto import frontiers
 from benchbench.report.plots.curves import read_curves
 
-if TYPE_CHECKING:
-    from benchbench.report.cli import Report
+Report = Any  # report.cli's Report (out, study, plots, ...): not imported, so cli -> html only
 
 TEMPLATE = "report_template.html"  # package data beside this module
 CURVE_POINTS = 150_000  # loss samples kept over all runs: 1,000 runs stay under 10 MB
