@@ -33,8 +33,8 @@ def points(args: list[str]) -> list[tuple[list[str], Any]]:
     included); each point's other overrides are applied to a copy as Hydra applies them
     (ConfigLoaderImpl._apply_overrides_to_config), so thousands of points take seconds."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
@@ -144,10 +144,13 @@ def bill(cfg: Any) -> dict[str, Any]:
     if task != "train":
         return {"device_s_basis": f"none: task={task} is not priced (only task=train is)"}
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    k, chans, n = _data_facts(json.dumps(data, sort_keys=True, default=str))
+    tcfg = cfg.train
+    k, chans, n = data.get("num_classes"), data.get("channels"), data.get("train_size")
+    by_epochs = tcfg.get("flops") is None and tcfg.get("steps") is None
+    if k is None or chans is None or (by_epochs and n is None):  # else nothing is read
+        k, chans, n = _data_facts(json.dumps(data, sort_keys=True, default=str))
     model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True)
     fpi = _flops_per_image(model, int(cfg.data.image_size), k, chans)
-    tcfg = cfg.train
     budget = resolve_budget(tcfg, flops_per_image=fpi,
                             steps_per_epoch=n // int(tcfg.batch_size))  # drop_last=True
     cap = _max_steps(cfg)
@@ -345,9 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device-hours: {t['device_h']:.4g} in all, {t['device_h_to_run']:.4g} to run")
     print(f"the dearest 10% of the points take {t['top10_share']:.0%} of the "
           f"{'device-hours' if t['top10_of'] == 'predicted_device_s' else 'FLOPs'}")
-    errors = [r for r in rows if r["error"]]
-    for r in errors:
-        print(f"benchbench-plan: not priced: {r['overrides']}: {r['error']}", file=sys.stderr)
+    errors = Counter(r["error"] for r in rows if r["error"])
+    for why, n in errors.items():  # one line per distinct reason, not one per point
+        first = next(r["overrides"] for r in rows if r["error"] == why)
+        print(f"benchbench-plan: {n} point(s) not priced ({first}{', ...' if n > 1 else ''}): "
+              f"{why}", file=sys.stderr)
     if ns.budget is not None and t["device_h_to_run"] > ns.budget:
         print(f"benchbench-plan: warning: the {t['to_run']} points to run need "
               f"{t['device_h_to_run']:.4g} device-hours, over the budget of {ns.budget:g}",

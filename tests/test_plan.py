@@ -63,22 +63,25 @@ def test_plan_expands_the_launch_as_status_does():
     assert fast == slow and len(set(fast)) > 1
 
 
-def test_two_thousand_points_plan_in_seconds_without_building_a_model(monkeypatch, tmp_path):
+@pytest.mark.parametrize("seeds", [100, pytest.param(1000, marks=pytest.mark.slow)])
+def test_thousands_of_points_plan_in_seconds_without_building_a_model(monkeypatch, tmp_path,
+                                                                      seeds):
     from benchbench import models
 
     def no_model(*a, **k):
         raise AssertionError("benchbench-plan built a model")
 
     monkeypatch.setattr(models, "build_model", no_model)
-    args = ["-m", "seed=range(0,1000)", "train.lr=0.001,0.002", "train.epochs=3",
+    args = ["-m", f"seed=range(0,{seeds})", "train.lr=0.001,0.002", "train.epochs=3",
             f"results.dir={tmp_path}"]
     t0 = time.perf_counter()
     rows = plan.plan_rows(plan.points(args))
     took = time.perf_counter() - t0
-    assert len(rows) == 2000 and len({r["run_id"] for r in rows}) == 2000
+    assert len(rows) == 2 * seeds and len({r["run_id"] for r in rows}) == 2 * seeds
     # synthetic default 5000 images, batch 64: 78 steps an epoch
     assert {r["train_flops"] for r in rows} == {3 * rows[0]["flops_per_image"] * 3 * 78 * 64}
-    assert took < 90, f"{took:.0f} s for 2000 points"  # ~10 s on one free core
+    # ~5 ms a point on a free core (2000 in ~10 s); generous for a shared CI machine
+    assert took < 0.045 * len(rows), f"{took:.0f} s for {len(rows)} points"
 
 
 def test_budget_warns_and_exits_1_when_the_points_to_run_exceed_it(capsys, tmp_path):
