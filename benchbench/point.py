@@ -45,7 +45,8 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
 
     from benchbench import families, models
 
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    if "hydra" in cfg:  # the copy is most of the cost: benchbench-plan's configs have no hydra
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     d = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if (d.get("model") or {}).get("variant"):
         # a paper name ("ViT-B/16") is the same point as its name + patch size

@@ -80,8 +80,8 @@ def test_thousands_of_points_plan_in_seconds_without_building_a_model(monkeypatc
     assert len(rows) == 2 * seeds and len({r["run_id"] for r in rows}) == 2 * seeds
     # synthetic default 5000 images, batch 64: 78 steps an epoch
     assert {r["train_flops"] for r in rows} == {3 * rows[0]["flops_per_image"] * 3 * 78 * 64}
-    # ~5 ms a point on a free core (2000 in ~10 s); generous for a shared CI machine
-    assert took < 0.045 * len(rows), f"{took:.0f} s for {len(rows)} points"
+    # ~5 ms a point on a free core (2000 in ~10 s); building a model takes seconds a point
+    assert took < 0.25 * len(rows), f"{took:.0f} s for {len(rows)} points"
 
 
 def test_budget_warns_and_exits_1_when_the_points_to_run_exceed_it(capsys, tmp_path):
