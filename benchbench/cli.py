@@ -208,7 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         check_args(argv)
         if not any(a.split("=")[0] in ("--cfg", "-c", "--info", "-i") for a in argv):
             check_launcher(argv, CONF_DIR)
-            check_results_dir(argv)
+            try:
+                check_results_dir(argv)
+            except BenchbenchError:
+                from benchbench.relaunch import done_without_writing
+
+                done = done_without_writing(argv)  # every point done: nothing to write
+                if done is None:
+                    raise
+                print(f"{done} (results.dir is read-only; nothing written)")
+                return 0
     except BenchbenchError as e:
         if verbose:
             traceback.print_exc()
@@ -306,6 +315,9 @@ class SweepSummary(Callback):
                 outs.append(json.loads(p.read_text()))
             except (OSError, json.JSONDecodeError):
                 outs.append({"status": "lost", "row": str(p)})
+        from benchbench.relaunch import settled
+
+        outs = settled(outs)  # a point another launch ran meanwhile: as its row says now
         counts = Counter(o.get("status", "lost") for o in outs)
         bad = [o for o in outs if o.get("status") not in ("ok", "skipped")
                or o.get("prior_status", "ok") != "ok"]

@@ -133,8 +133,8 @@ class Monitor:
         self._wait = self._pause = self._prior_s = 0.0
 
     def due(self, step: int) -> bool:
-        """`step` = optimizer steps done."""
-        return step % self.every == 0 or step == self.total
+        """`step` = optimizer steps done; the first step too, so a short run draws a line."""
+        return step % self.every == 0 or step == self.total or step == 1
 
     def begin(self, start: int, prior_train_s: float = 0.0) -> None:
         if self.writer is not None:

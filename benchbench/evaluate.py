@@ -68,6 +68,8 @@ def extract_features(
 
 
 BIAS_CONSTANT = 100.0  # big_vision fewshot_lsr: a constant feature, large so its weight is barely regularised
+# big_vision evaluators/fewshot_lsr.py, _precompute_cache: std = jnp.std(x, axis=0) + 1e-5
+STD_EPS = 1e-5
 
 
 def draw_shots(labels: torch.Tensor, *, num_classes: int, shots: int, seed: int) -> torch.Tensor:
@@ -86,16 +88,19 @@ def draw_shots(labels: torch.Tensor, *, num_classes: int, shots: int, seed: int)
     return torch.cat(idx)
 
 
+def shot_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, population std + STD_EPS) [1, D] of the shots' features, as big_vision whitens."""
+    x = x.double()
+    return x.mean(0, keepdim=True), x.std(0, correction=0, keepdim=True) + STD_EPS
+
+
 def fewshot_lsr(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
                 num_classes: int, l2: float = 1024.0) -> float:
-    """big_vision's fewshot_lsr: standardise every dimension on the shots, append a bias
-    feature, closed-form ridge regression to {-1, 1}^K targets, argmax. Returns accuracy.
-    A dimension constant on the shots is left unscaled (big_vision adds 1e-5 to the std;
-    we do not, so the result is exactly invariant to the features' scale)."""
+    """big_vision's fewshot_lsr: standardise every dimension on the shots (population std
+    + 1e-5, as big_vision), append a bias feature, closed-form ridge regression to {-1, 1}^K
+    targets, argmax. Returns accuracy. Sums run in float64 (big_vision: float32 on the CPU)."""
     x = x.double()
-    mu = x.mean(0, keepdim=True)
-    sd = x.std(0, correction=0, keepdim=True)
-    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+    mu, sd = shot_stats(x)
 
     def prep(f: torch.Tensor) -> torch.Tensor:
         z = (f.double() - mu) / sd
@@ -200,16 +205,17 @@ def periodic(cfg: Any, test_batches: Callable[[], Iterator[Any]], val: Any, num_
     return Periodic(every=every, measure=measure)
 
 
-def probe_dataset(cfg: Any, ds: Any) -> Any:
-    """eval.fewshot_data: the probe's dataset, a conf/data/ name or a mapping with `name` and
-    overrides (null: the training data), at the model's image size and channels."""
-    from omegaconf import OmegaConf
+NEEDS_ROOT = ("cifar10", "cifar100", "imagefolder")  # conf/data files read from data.root
 
-    from benchbench import data
+
+def probe_data_node(cfg: Any) -> Any:
+    """eval.fewshot_data as a data config node (None: the training data), checked; called
+    before training too, so a probe that cannot read its data fails before the run, not after."""
+    from omegaconf import OmegaConf
 
     ref = cfg.eval.get("fewshot_data")
     if ref is None:
-        return ds
+        return None
     over = OmegaConf.create({"name": ref} if isinstance(ref, str) else ref)
     conf = Path(__file__).resolve().parent.parent / "conf" / "data"
     valid = sorted(p.stem for p in conf.glob("*.yaml"))
@@ -217,6 +223,21 @@ def probe_dataset(cfg: Any, ds: Any) -> Any:
         raise unknown_name("eval.fewshot_data", str(over.get("name")), valid,
                            "Name a conf/data/ file (null: the training data).")
     node = OmegaConf.merge(OmegaConf.load(conf / f"{over.name}.yaml"), over)
+    if node.name in NEEDS_ROOT and node.get("root") is None:
+        raise ConfigError(f"the few-shot probe reads {node.name} and has no folder for it: pass "
+                          f"'eval.fewshot_data={{name: {node.name}, root: DIR}}', or "
+                          f"eval.fewshot_data=null to probe the training data.")
+    return node
+
+
+def probe_dataset(cfg: Any, ds: Any) -> Any:
+    """eval.fewshot_data: the probe's dataset, a conf/data/ name or a mapping with `name` and
+    overrides (null: the training data), at the model's image size and channels."""
+    from benchbench import data
+
+    node = probe_data_node(cfg)
+    if node is None:
+        return ds
     node.image_size, node.channels = int(cfg.data.image_size), ds.channels
     return data.load_dataset(node)
 
@@ -248,13 +269,15 @@ def fewshot(cfg: Any, row: dict[str, Any], model: Any, ds: Any, loader_of: Any, 
         return  # not rank 0: its row is not written
     ftr, ytr, fte, yte = got
     l2 = float(cfg.eval.fewshot_l2)
-    acc = {s: sum(fewshot_lsr(ftr[pos], ytr[pos], fte, yte, num_classes=pds.num_classes, l2=l2)
-                  for k in range(seeds)
-                  for pos in [torch.searchsorted(union, draws[(s, k)])]) / seeds
-           for s in shots}
+    per_draw = {s: [fewshot_lsr(ftr[pos], ytr[pos], fte, yte, num_classes=pds.num_classes, l2=l2)
+                    for k in range(seeds)
+                    for pos in [torch.searchsorted(union, draws[(s, k)])]]
+                for s in shots}
+    acc = {s: sum(a) / seeds for s, a in per_draw.items()}
     main_shot = 5 if 5 in acc else shots[0]
     row.update(fewshot_top1=acc[main_shot], fewshot_shots=main_shot,
-               fewshot={str(s): a for s, a in acc.items()}, fewshot_dataset=pds.name)
+               fewshot={str(s): a for s, a in acc.items()}, fewshot_dataset=pds.name,
+               fewshot_per_draw={str(s): a for s, a in per_draw.items()})
 
 
 def selection_acc(model: Any, val: Any, num_classes: int, eval_bs: int, device: Any,

@@ -7,9 +7,12 @@ Pure (STYLE habit 5): functions take a model and a batch and return arrays or a 
 
 Conventions (Dosovitskiy et al. 2021, Appendix D.7 and Figure 7 right, "the average distance
 in image space across which information is integrated, based on the attention weights"):
-- queries are the patch tokens only; keys are the patch tokens only, and each query's weights
-  over the patch keys are renormalised to sum to 1. The attention that went to prefix tokens
-  (class and register tokens) is reported apart, as `attn_prefix_mass`;
+- queries are the patch tokens only; keys are the patch tokens only, weighted by the attention
+  weights as the model computed them (the reference convention: attention to prefix tokens,
+  class and register, counts 0; as `compute_mean_attention_dist` of sayakpaul/probing-vits,
+  which follows the paper's D.7). The attention that went to prefix tokens is reported apart,
+  as `attn_prefix_mass`; the distance with each query's patch weights renormalised to sum to
+  1 (the distance of the patch attention alone) as `attn_dist_renorm_px`;
 - a token's position is the centre of its pixel footprint (patch, or backbone cell for
   hybrids); distances are Euclidean, in input pixels;
 - per head: mean over queries, then over images.
@@ -78,12 +81,14 @@ def patch_centre_distances(grid_hw: Sequence[int], patch_px: float | Sequence[fl
 
 
 def mean_distance(attn: torch.Tensor | np.ndarray, grid_hw: Sequence[int],
-                  patch_px: float | Sequence[float], *, num_prefix_tokens: int = 0) -> np.ndarray:
+                  patch_px: float | Sequence[float], *, num_prefix_tokens: int = 0,
+                  renormalise: bool = False) -> np.ndarray:
     """Mean attention distance [H] in pixels of attention weights [B, H, N, N] (rows = queries).
 
-    The first `num_prefix_tokens` tokens are dropped as queries and as keys; each query's
-    weights over the patch keys are renormalised (module docstring). Sums run in float64: a
-    copy of twice the size of one layer's weights, so keep the batch small (~32 images)."""
+    The first `num_prefix_tokens` tokens are dropped as queries and as keys; the patch keys
+    keep the model's weights (reference convention), or with `renormalise` each query's
+    weights over the patch keys are rescaled to sum to 1 (module docstring). Sums run in
+    float64: a copy of twice the size of one layer's weights, so keep the batch small."""
     a = torch.as_tensor(attn).to(torch.float64)
     if a.ndim != 4 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"attention weights must be [B, H, N, N], got {tuple(a.shape)}")
@@ -91,7 +96,8 @@ def mean_distance(attn: torch.Tensor | np.ndarray, grid_hw: Sequence[int],
     n = a.shape[-1]
     if n != grid_hw[0] * grid_hw[1]:
         raise ValueError(f"{n} patch tokens do not fill a {grid_hw[0]}x{grid_hw[1]} grid")
-    a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    if renormalise:
+        a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
     d = patch_centre_distances(grid_hw, patch_px, a.device)
     per_query = torch.einsum("bhqk,qk->bhq", a, d)
     return per_query.mean(dim=(0, 2)).cpu().numpy()
@@ -130,20 +136,22 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
 
 def _attention_stats(model: nn.Module, images: torch.Tensor, patch_size=None,
                      chunk: int = ATTN_CHUNK):
-    """Eval forwards (`chunk` images each) with unfused attention: distances and prefix mass
-    [L, H] averaged over all images, and the token geometry."""
+    """Eval forwards (`chunk` images each) with unfused attention: distances (reference
+    convention), renormalised distances and prefix mass [L, H] averaged over all images, and
+    the token geometry."""
     model = _unwrap(model)
     grid, token_px = _token_geometry(model, tuple(images.shape[-2:]), patch_size)
     prefix = int(model.num_prefix_tokens)
     attns = _attention_modules(model)
-    sums: dict[int, list[np.ndarray]] = {}  # block -> [sum of distances, of prefix mass]
+    sums: dict[int, list[np.ndarray]] = {}  # block -> sums of [distance, renormalised, mass]
 
     def capture(i: int):
         # attn_drop's input is the softmax output: timm's unfused path, any timm 1.0.x
         def hook(_mod, inputs):
             w = inputs[0].detach()
-            got = [mean_distance(w, grid, token_px, num_prefix_tokens=prefix) * len(w),
-                   _prefix_mass(w, prefix) * len(w)]  # per-chunk means, weighted by its size
+            got = [mean_distance(w, grid, token_px, num_prefix_tokens=prefix, renormalise=r)
+                   * len(w) for r in (False, True)]
+            got.append(_prefix_mass(w, prefix) * len(w))  # per-chunk means, weighted by size
             sums[i] = got if i not in sums else [a + b for a, b in zip(sums[i], got)]
         return hook
 
@@ -168,9 +176,9 @@ def _attention_stats(model: nn.Module, images: torch.Tensor, patch_size=None,
             m.training = t
     assert sorted(sums) == list(range(len(attns))), "every block's attention must be captured"
     n = len(images)
-    dist = np.stack([sums[i][0] / n for i in range(len(attns))])
-    mass = np.stack([sums[i][1] / n for i in range(len(attns))])
-    return dist, mass, grid, token_px
+    dist, renorm, mass = (np.stack([sums[i][j] / n for i in range(len(attns))])
+                          for j in range(3))
+    return dist, renorm, mass, grid, token_px
 
 
 def attention_distances(model: nn.Module, images: torch.Tensor, *,
@@ -183,7 +191,7 @@ def attention_distances(model: nn.Module, images: torch.Tensor, *,
     if not _is_vit(model):
         raise ValueError(f"attention distances need a timm VisionTransformer, "
                          f"got {type(model).__name__}")
-    return _attention_stats(model, images, patch_size)[0]
+    return _attention_stats(model, images, patch_size)[0]  # the reference convention
 
 
 def embedding_similarity(emb: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -323,9 +331,11 @@ def _round(v: Any, nd: int) -> float | None:
 
 def summarize(attn_dist: np.ndarray | None = None, pos_sim: np.ndarray | None = None,
               rfs: Sequence[Mapping[str, Any]] | None = None,
-              prefix_mass: np.ndarray | None = None) -> dict[str, float | None]:
+              prefix_mass: np.ndarray | None = None,
+              attn_dist_renorm: np.ndarray | None = None) -> dict[str, float | None]:
     """The row numbers (SUMMARY_KEYS): None where a measure does not apply."""
     d = None if attn_dist is None else np.asarray(attn_dist, dtype=np.float64)
+    r = None if attn_dist_renorm is None else np.asarray(attn_dist_renorm, dtype=np.float64)
     return {
         "attn_dist_first_px": None if d is None else _round(d[0].mean(), 3),
         "attn_dist_last_px": None if d is None else _round(d[-1].mean(), 3),
@@ -334,6 +344,8 @@ def summarize(attn_dist: np.ndarray | None = None, pos_sim: np.ndarray | None = 
         "attn_prefix_mass_mean": None if prefix_mass is None else _round(np.mean(prefix_mass), 4),
         "pos_grid_score": None if pos_sim is None else _round(grid_score(pos_sim), 4),
         "cnn_rf_last_px": rfs[-1]["receptive_field_px"] if rfs else None,
+        "attn_dist_renorm_first_px": None if r is None else _round(r[0].mean(), 3),
+        "attn_dist_renorm_mean_px": None if r is None else _round(r.mean(), 3),
     }
 
 
@@ -360,11 +372,13 @@ def measure_internals(model: nn.Module, images: torch.Tensor, *, family: str,
         raise ValueError(f"family={family!r} needs a timm VisionTransformer, "
                          f"got {type(model).__name__}")
     arrays: dict[str, np.ndarray] = {}
-    dist = mass = sim = rfs = None
+    dist = renorm = mass = sim = rfs = None
     if vit:
-        dist, mass, grid, token_px = _attention_stats(model, images)
-        arrays.update(attn_dist_px=dist, attn_prefix_mass=mass, token_grid=np.array(grid),
-                      token_px=np.array(token_px, dtype=np.float64))
+        dist, renorm, mass, grid, token_px = _attention_stats(model, images)
+        arrays.update(attn_dist_px=dist, attn_dist_renorm_px=renorm, attn_prefix_mass=mass,
+                      token_grid=np.array(grid),
+                      token_px=np.array(token_px, dtype=np.float64),
+                      num_prefix_tokens=np.array(int(model.num_prefix_tokens)))  # uniform reference
         sim = pos_embed_similarity(model)
         if sim is not None:
             arrays["pos_sim"] = sim
@@ -378,7 +392,7 @@ def measure_internals(model: nn.Module, images: torch.Tensor, *, family: str,
         rfs = cnn_receptive_fields(model, image_size)
     if rfs:
         arrays.update(_rf_arrays(rfs))
-    return summarize(dist, sim, rfs, mass), arrays
+    return summarize(dist, sim, rfs, mass, renorm), arrays
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path:

@@ -144,6 +144,10 @@ def _values(o: Any) -> list[Any]:
     return [o.value()]
 
 
+# boolean keys that also take a name: data.augment=true | false | inception | light2 | augreg ...
+_NAMES_TOO = ("data.augment", "task.finetune.data.augment")
+
+
 def _bad(value: Any, types: set[type]) -> bool:
     if value is None or (isinstance(value, str) and "${" in value):
         return False  # null, or an interpolation Hydra resolves
@@ -192,7 +196,7 @@ def check_keys(argv: list[str], conf_dir: str | Path) -> None:
             if want is None:
                 continue
             for v in _values(o):
-                if _bad(v, node):
+                if _bad(v, node) and not (key in _NAMES_TOO and isinstance(v, str)):
                     raise ConfigError(f"{key} takes {want}, got {key}={_show(v)}.")
 
 

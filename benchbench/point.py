@@ -38,9 +38,10 @@ def exit_code(summary: dict[str, Any]) -> int:
     return 2 if summary.get("user_error") else 1  # a point skipped as already failed: 1
 
 
-def resolved_config(cfg: Any) -> dict[str, Any]:
+def resolved_config(cfg: Any, fingerprint: bool = True) -> dict[str, Any]:
     """The resolved config without Hydra's node, normalised so that equivalent points
-    (e.g. a CNN at two patch sizes) get the same run_id."""
+    (e.g. a CNN at two patch sizes) get the same run_id. fingerprint=False: without the
+    dataset's content fingerprint (reading it imports the data stack)."""
     from omegaconf import OmegaConf
 
     from benchbench import families, models
@@ -61,7 +62,7 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
         d["data"] = {"image_size": d["data"]["image_size"]}  # measure reads no dataset
         d.pop("train", None)
         d.pop("eval", None)
-    else:
+    elif fingerprint:
         from benchbench.data.identity import with_fingerprint
 
         with_fingerprint(d)

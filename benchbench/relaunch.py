@@ -112,3 +112,50 @@ def _why(s: dict[str, Any]) -> str:
     if s["status"] == "failed":
         return "failed (row of a newer benchbench)"
     return f"already {s['prior_status']} (study.retry_failed=true runs them)"
+
+
+def settled(outs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sweep's point summaries, with each point that was running elsewhere when this
+    launch looked read again from its row: another launch may have finished it meanwhile,
+    and the summary should say so, not what was true before (two launches at once)."""
+    from benchbench import claims, results
+    from benchbench.errors import ResultsError
+
+    out = []
+    for o in outs:
+        if o.get("status") == "running" and o.get("run_id") and o.get("row"):
+            rdir = Path(o["row"]).parent.parent
+            try:
+                row = None if claims.live_holder(rdir, o["run_id"], claims.Settings()) \
+                    else results.read_row(o["row"])
+            except ResultsError:  # no row (yet), or a broken one: still as it was
+                row = None
+            if row is not None and row["status"] != "interrupted":
+                o = {**o, "status": "skipped", "prior_status": row["status"],
+                     "error": row.get("error"), "done_elsewhere": True}
+        out.append(o)
+    return out
+
+
+def done_without_writing(argv: Sequence[str]) -> str | None:
+    """The relaunch's line when every point of the launch `argv` is done (its ok row kept),
+    else None. Reads only: a finished study on read-only storage is done, not unwritable."""
+    from benchbench import status
+
+    try:
+        grid = status.points([a for a in argv if not a.startswith("-") or a in ("-m", "--multirun")])
+    except Exception:  # noqa: BLE001 - the launch itself reports a config that does not compose
+        return None
+    from benchbench.point import abs_path
+
+    kept = []
+    for _, cfg in grid:
+        if isinstance(cfg, BaseException) or not (
+                Path(abs_path(str(cfg.results.dir))) / "runs").is_dir():  # no rows: not done
+            return None
+        _, summary = plan(cfg)
+        if summary is None or summary["status"] != "skipped" or summary["prior_status"] != "ok":
+            return None
+        kept.append(summary)
+    return announce(len(grid), 0, kept) if kept else None
+

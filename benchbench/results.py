@@ -40,14 +40,16 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "finetune_flops", "fewshot", "peak_mem_sum_bytes", "eval_samples", "retry_of",
     "train_flops_budget",
     "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
-    "fewshot_dataset", "peak_flops_source", "threads", "error_type",
+    "fewshot_dataset", "fewshot_per_draw", "peak_flops_source", "threads", "error_type",
     "slurm_job_id", "slurm_array_task_id", "log_path", "weights_path",
     "replayed_from",  # task=replay: the pool row this row was copied from
+    "effective_lr", "drop_rate", "drop_path_rate", "randaug", "mixup_alpha",
 )
 # What the model learned (benchbench.internals, paper Figure 7); null where it does not apply.
 INTERNALS_FIELDS: tuple[str, ...] = (
     "attn_dist_first_px", "attn_dist_last_px", "attn_dist_min_first_px", "attn_dist_mean_px",
     "attn_prefix_mass_mean", "pos_grid_score", "cnn_rf_last_px",
+    "attn_dist_renorm_first_px", "attn_dist_renorm_mean_px",  # patch weights rescaled to sum 1
 )
 EXTRA_FIELDS += INTERNALS_FIELDS
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "skipped")
@@ -83,9 +85,14 @@ NULL_NEUTRAL_KEYS: list[str] = [
     "max_steps",
     "eval.fewshot_data",
     "eval.max_samples",
+    "model.head_hidden",
     *(f"{pre}{k}" for pre in ("", "task.finetune.")
       for k in ("data.val_split", "data.crop_pct", "train.warmup_steps", "train.lr_by_model",
-                "train.eval_every_epochs", "train.early_stop")),
+                "train.eval_every_epochs", "train.early_stop",
+                # issue 22: recipes as data (benchbench.optim)
+                "train.lr_scaling", "train.lr_ref_batch", "train.epochs_by_model",
+                "train.steps_by_dataset", "train.ref_train_size", "train.ref_epochs",
+                "train.dropout", "train.drop_path")),
 ]
 
 
@@ -254,9 +261,39 @@ def read_row(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: row schema version {version!r} is newer than this benchbench "
             f"({SCHEMA_VERSION}); upgrade benchbench to read it."
         )
+    problem = row_problem(data)
+    if problem:
+        raise ResultsError(f"{path}: {problem}; it is kept, not read (fix or remove it).")
     row = empty_row()
     row.update(data)  # older schema: missing columns become null
     return row
+
+
+# Value checks on read: a hand-edited or damaged value is a broken row, never a finding.
+FRACTION_FIELDS = ("top1", "top5", "fewshot_top1", "val_top1")  # accuracies in [0, 1]
+COUNT_FIELDS = (  # sizes, counts and rates: numbers >= 0
+    "params", "flops_per_image", "macs_per_image", "train_flops", "train_flops_budget",
+    "samples_seen", "train_size", "num_classes", "image_size", "patch_size", "batch_size",
+    "steps", "epochs", "wall_s", "train_wall_s", "infer_img_per_s", "train_img_per_s",
+    "peak_mem_bytes", "max_batch_size", "pretrain_flops", "finetune_flops", "world_size",
+)
+
+
+def row_problem(data: Mapping[str, Any]) -> str | None:
+    """What makes a parsed row unusable (a wrong type or an out-of-range value), or None."""
+    if data.get("status") not in STATUSES:
+        return f"status {data.get('status')!r} is not one of {', '.join(STATUSES)}"
+    if not isinstance(data.get("run_id"), str) or not data["run_id"]:
+        return f"run_id {data.get('run_id')!r} is not a string"
+    for k in FRACTION_FIELDS + COUNT_FIELDS:
+        v = data.get(k)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return f"{k}={v!r} is not a number"
+        if v < 0 or (k in FRACTION_FIELDS and v > 1):
+            return f"{k}={v!r} is out of range ({'0 to 1' if k in FRACTION_FIELDS else '>= 0'})"
+    return None
 
 
 def iter_row_files(results_dir: str | os.PathLike) -> list[Path]:

@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-RUNNING_S = 600  # no claim (claims off, an older run): a last.pt or curve this recent means running
-STATES = ("ok", "failed", "oom", "diverged", "interrupted", "running", "missing", "error")
+RUNNING_S = 600  # study.claims=false: a last.pt or curve this recent means running
+STATES = ("ok", "failed", "oom", "diverged", "interrupted", "running", "missing", "broken",
+          "error")
 
 
 def points(args: list[str]) -> list[tuple[list[str], Any]]:
@@ -47,7 +48,12 @@ def points(args: list[str]) -> list[tuple[list[str], Any]]:
 def state_of(cfg: Any) -> dict[str, Any]:
     """{run_id, state, row, log, broken, claim, step} of one composed point (step: its
     curve's last row); a config that does not compose or resolve (an exception in
-    place of cfg, or raised here) is state `error`."""
+    place of cfg, or raised here) is state `error`.
+
+    running: a live claim (its pid alive on this host, or its heartbeat fresh elsewhere);
+    with study.claims=false, a last.pt or curve written in the last RUNNING_S. Else the
+    row's status; a row that does not read (cut, no status, a bad value) is `broken`;
+    no row but a checkpoint is `interrupted` (a relaunch resumes it); nothing is `missing`."""
     from benchbench import checkpoint, claims, curves, point, results
     from benchbench.errors import ResultsError
 
@@ -61,15 +67,15 @@ def state_of(cfg: Any) -> dict[str, Any]:
                 "claim": None, "error": f"{type(e).__name__}: {why}"[:200]}
     rdir = Path(point.abs_path(str(cfg.results.dir)))
     path = results.row_path(rdir, run_id)
-    holder = claims.live_holder(rdir, run_id, claims.settings(cfg))
+    st = claims.settings(cfg)
+    holder = claims.live_holder(rdir, run_id, st)
     curve = curves.curve_path(rdir, run_id)
     out = {"run_id": run_id, "row": str(path), "log": None, "broken": None, "claim": holder,
            "step": _last_step(curve)}
     ckpt = checkpoint.run_dir(cfg, run_id) / "last.pt"  # results.checkpoint_dir too
-    fresh = holder is not None or any(
-        p.is_file() and time.time() - p.stat().st_mtime < RUNNING_S for p in (ckpt, curve))
     if holder is not None:
         out["log"] = holder.get("log_path")
+    row = None
     if path.is_file():
         try:
             row = results.read_row(path)
@@ -77,10 +83,19 @@ def state_of(cfg: Any) -> dict[str, Any]:
             out["broken"] = str(e)
         else:
             out["log"] = out["log"] or row.get("log_path")
-            state = row["status"]
-            running = fresh if state == "interrupted" else holder is not None
-            return {**out, "state": "running" if running else state}
-    return {**out, "state": "running" if fresh else "missing"}
+    resumable = row is None or row["status"] == "interrupted"
+    # without claims nothing says who runs it: a file written lately is the best sign
+    running = holder is not None or (not st.enabled and resumable and any(
+        p.is_file() and time.time() - p.stat().st_mtime < RUNNING_S for p in (ckpt, curve)))
+    if running:
+        state = "running"
+    elif row is not None:
+        state = row["status"]
+    elif out["broken"]:
+        state = "broken"
+    else:
+        state = "interrupted" if ckpt.is_file() else "missing"
+    return {**out, "state": state}
 
 
 def _last_step(curve: Path, tail: int = 4096) -> int | None:
@@ -145,12 +160,17 @@ def main(argv: list[str] | None = None) -> int:
             if s["state"] in only:
                 print(" ".join(over))
             continue
-        step = f"  at step {s['step']}" if s["state"] == "running" and s.get("step") else ""
+        step = (f"  at step {s['step']}" if s["state"] in ("running", "interrupted")
+                and s.get("step") else "")
         print(f"{s['state']:<11} {s['run_id']}  {' '.join(over)}  {_where(s)}{step}")
     if only is None:
         counts = Counter(s["state"] for _, s in states)
         print(f"{len(states)} points: " + ", ".join(f"{counts[k]} {k}" for k in STATES
                                                     if counts[k]))
+        from benchbench.report.tuning import status_lines  # lr/wd chosen at a grid edge
+
+        for line in status_lines(s["row"] for _, s in states if s["state"] == "ok"):
+            print(line)
     return 0
 
 

@@ -79,7 +79,15 @@ def resolve_budget(tcfg: Any, *, flops_per_image: int | None, steps_per_epoch: i
     if not raw <= MAX_STEPS:  # also catches inf
         raise ConfigError(f"train.{key}={tcfg.get(key)!r} means more than {MAX_STEPS:.0e} steps: "
                           "too large to be meant; check its unit.")
-    steps = max(1, math.ceil(raw) if key == "flops" else round(raw))
+    if key == "flops":  # whole steps that fit the budget: a budget is never exceeded
+        steps = math.floor(raw * (1 + 1e-12))  # 417.0 computed as 416.99.. is still 417
+        if steps < 1:
+            raise ConfigError(
+                f"train.flops={tcfg.get('flops')!r} is less than one step "
+                f"({TRAIN_FLOPS_PER_FORWARD * float(flops_per_image) * bs:.3g} FLOPs at "
+                f"train.batch_size={bs}); raise train.flops or lower train.batch_size.")
+        return Budget(steps=steps, global_batch=bs)
+    steps = max(1, round(raw))
     return Budget(steps=steps, global_batch=bs)
 
 

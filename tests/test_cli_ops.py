@@ -112,7 +112,7 @@ def test_status_lists_each_point_of_the_launch_and_pastes_the_missing(run_cli, c
     assert capsys.readouterr().out == ""
 
 
-def test_status_names_a_broken_row_and_sees_a_running_point(run_cli, capsys):
+def test_status_names_a_broken_row_and_sees_an_interrupted_point(run_cli, capsys):
     from benchbench import status
 
     code, rdir = run_cli("task=measure", "seed=0")
@@ -127,5 +127,6 @@ def test_status_names_a_broken_row_and_sees_a_running_point(run_cli, capsys):
     assert status.main(launch) == 0
     cap = capsys.readouterr()
     assert str(row) in cap.err and "broken row" in cap.err
-    assert cap.out.splitlines()[-1] == "2 points: 1 running, 1 missing"
+    # a checkpoint without a live claim is interrupted, a cut row broken (issue 23 items 5, 7)
+    assert cap.out.splitlines()[-1] == "2 points: 1 interrupted, 1 broken"
     assert status.main([*launch, "--only", "bogus"]) == 2

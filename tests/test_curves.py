@@ -42,7 +42,7 @@ def test_curve_has_its_columns_a_row_every_log_every_steps_and_the_last(run_cli)
     row = one_row(rdir)
     curve = curve_of(rdir, row["run_id"])
     assert code == 0 and list(curve[0]) == list(curves.COLUMNS)
-    assert steps(curve) == [3, 6, 7]
+    assert steps(curve) == [1, 3, 6, 7]  # the first step too (issue 23 item 12)
     tcfg = OmegaConf.create(row["config"]["train"])
     sched = lr_lambda(tcfg, 7, warmup_steps_of(tcfg, 7))
     for r in curve:
@@ -74,13 +74,21 @@ def test_grad_norm_is_the_total_norm_before_clipping_with_or_without_clip():
     assert norms[0][1] != pytest.approx(norms[1][1], rel=1e-3)  # clipping changed the run
 
 
+def test_an_eight_step_run_draws_a_line_from_its_first_step_to_its_last(run_cli):
+    """Issue 23 item 12: with log_every=50 an 8-step run logged only step 8 (a single dot)."""
+    code, rdir = run_cli("train.steps=8")
+    curve = curve_of(rdir)
+    assert code == 0 and steps(curve) == [1, 8]
+    assert int(curve[0]["samples_seen"]) == 64 and float(curve[0]["loss"]) > 0
+
+
 def test_periodic_eval_and_selection_fill_the_accuracy_columns(run_cli):
     # 256 images, batch 64: 4 steps per epoch -> the Selection validates at 4 and 5 (the end)
     code, rdir = run_cli("data.val_split=64", "train.steps=5", "train.log_every=5",
                          "eval.every_steps=3", "train.eval_every_epochs=1")
     row = one_row(rdir)
     curve = {int(r["step"]): r for r in curve_of(rdir)}
-    assert code == 0 and sorted(curve) == [3, 4, 5]
+    assert code == 0 and sorted(curve) == [1, 3, 4, 5]
     # eval.every_steps: test and validation
     assert 0 <= float(curve[3]["test_top1"]) <= 1 and 0 <= float(curve[3]["val_top1"]) <= 1
     for s in (4, 5):  # train.eval_every_epochs: the Selection's validation, no test
@@ -110,17 +118,17 @@ def test_a_resumed_run_appends_after_its_checkpoint_and_repairs_a_cut_line(run_c
     with monkeypatch.context() as m:
         signal_at(m, signal.SIGINT, step=4)  # the checkpoint is at step 5
         code, rdir = run_cli(*args)
-    assert code == 130 and steps(curve_of(rdir)) == [2, 4]
+    assert code == 130 and steps(curve_of(rdir)) == [1, 2, 4]
     (path,) = (rdir / "metrics").glob("*.csv")
     with open(path, "a") as f:  # a row logged after the checkpoint, then a crash mid-line
         f.write("6,384,9.9,0.001,1,0,1,,,1\n1")  # (cut after the "1" of a later "10,...")
     code, _ = run_cli(*args)
-    assert code == 0 and steps(curve_of(rdir)) == [2, 4, 6, 8]  # no step twice, no cut line
+    assert code == 0 and steps(curve_of(rdir)) == [1, 2, 4, 6, 8]  # no step twice, no cut line
     got = {int(r["step"]): r for r in curve_of(rdir)}
     assert got[6]["loss"] != "9.9"
-    for s in (2, 4, 6, 8):
+    for s in (1, 2, 4, 6, 8):
         assert got[s]["lr"] == want[s]["lr"]
-    for s in (2, 4, 8):  # whole intervals on both sides of the resume: the same mean loss
+    for s in (1, 2, 4, 8):  # whole intervals on both sides of the resume: the same mean loss
         assert float(got[s]["loss"]) == pytest.approx(float(want[s]["loss"]), rel=1e-4)
     assert float(got[8]["train_s"]) > float(got[6]["train_s"])
 
@@ -160,9 +168,9 @@ def test_progress_lines_go_to_stdout_in_a_log_even_when_quiet(run_cli, capsys):
     code, rdir = run_cli(*QUICK)  # conftest's TINY sets quiet=true, as studies do
     out = capsys.readouterr().out
     lines = [m for m in map(LINE.match, out.splitlines()) if m]
-    assert code == 0 and [m.group(2) for m in lines] == ["2", "4"], out
+    assert code == 0 and [m.group(2) for m in lines] == ["1", "2", "4"], out
     assert lines[0].group(1) == one_row(rdir)["run_id"] and lines[0].group(3)  # an ETA
-    assert lines[1].group(3) is None  # the last step: nothing left
+    assert lines[-1].group(3) is None  # the last step: nothing left
     code, _ = run_cli(*QUICK, "progress=false", results=rdir.parent / "silent")
     assert code == 0 and "] step " not in capsys.readouterr().out
 
@@ -184,13 +192,13 @@ def test_transfer_fine_tune_has_its_own_curve_under_the_transfer_run_id(run_cli,
                          "eval.fewshot=false", "wandb.enabled=true")
     rows = {r["task"]: r for r in results.load_rows(rdir)[0]}
     assert code == 0 and set(rows) == {"train", "transfer"}
-    assert steps(curve_of(rdir, rows["train"]["run_id"])) == [3]  # pre-training: log_every 50
+    assert steps(curve_of(rdir, rows["train"]["run_id"])) == [1, 3]  # pre-training: log_every 50
     ft = curve_of(rdir, rows["transfer"]["run_id"])
-    assert steps(ft) == [2, 4] and int(ft[-1]["samples_seen"]) == rows["transfer"]["samples_seen"]
+    assert steps(ft) == [1, 2, 4] and int(ft[-1]["samples_seen"]) == rows["transfer"]["samples_seen"]
     # one wandb run per stage, one after the other, each with its own curve
     assert [k["id"] for k in fake.inits] == [rows["train"]["run_id"], rows["transfer"]["run_id"]]
     assert [k["job_type"] for k in fake.inits] == ["train", "transfer"]
-    assert [s for s, _, _ in fake.logs] == [3, 2, 4]
+    assert [s for s, _, _ in fake.logs] == [1, 3, 1, 2, 4]
     assert [r.finished for r in fake.runs] == [[0], [0]]
 
 
@@ -270,7 +278,7 @@ def test_wandb_run_starts_with_training_logs_the_curve_live_and_ends_with_the_ro
     assert code == 0 and kw["id"] == row["run_id"] and kw["resume"] == "allow"
     assert kw["group"] == "default" and kw["name"] == "ViT-micro/8 n=256 seed=0"
     assert kw["mode"] == "offline" and kw["config"]["wandb"]["api_key"] == "***"
-    assert [s for s, _, _ in fake.logs] == [2, 4]
+    assert [s for s, _, _ in fake.logs] == [1, 2, 4]
     assert not any(saved for _, _, saved in fake.logs)  # logged while training, before the row
     curve = {int(r["step"]): r for r in curve_of(rdir)}
     for s, data, _ in fake.logs:
@@ -322,20 +330,34 @@ def test_a_point_that_fails_before_training_still_gets_its_wandb_run(run_cli, mo
 
 
 
-def test_status_sees_a_point_with_a_fresh_curve_as_running_at_its_last_step(tmp_path, capsys):
+@pytest.mark.parametrize("claims", [True, False])
+def test_status_sees_a_running_point_at_its_curves_last_step(tmp_path, capsys, claims):
+    """Running: a live claim (here another host's, fresh); with study.claims=false, a fresh
+    curve. A fresh curve without the claim is not running (issue 23 item 5)."""
+    import json
+    import time
+
     from conftest import TINY
 
+    from benchbench import claims as claims_mod
     from benchbench import status
 
-    launch = [*TINY, f"results.dir={tmp_path}", "train.steps=400"]
+    launch = [*TINY, f"results.dir={tmp_path}", "train.steps=400", f"study.claims={claims}"]
     ((_, cfg),) = status.points(launch)
     run_id = status.state_of(cfg)["run_id"]
     path = curves.curve_path(tmp_path, run_id)
     path.parent.mkdir()
     path.write_text(",".join(curves.COLUMNS) + "\n50,3200,2.3,0.001,900,0.1,1.2,,,5\n100,64")
+    if claims:
+        assert status.state_of(cfg)["state"] == "missing"  # no claim: nobody runs it
+        claim = claims_mod.claim_path(tmp_path, run_id)
+        claim.parent.mkdir()
+        claim.write_text(json.dumps({"run_id": run_id, "host": "node-7", "pid": 42,
+                                     "token": "t" * 32, "heartbeat": time.time()}))
     assert status.main(launch) == 0  # no checkpoint yet (the first comes after 300 s)
     (line, total) = capsys.readouterr().out.splitlines()
     assert line.startswith(f"running     {run_id}") and line.endswith("  at step 50")
+    assert ("host node-7" in line) == claims
     assert total == "1 points: 1 running"
 
 
@@ -363,9 +385,9 @@ def test_the_report_draws_the_training_curves_it_finds(run_cli, monkeypatch):
     md = (rdir / "report" / "report.md").read_text()
     assert "### Training curves" in md and "(2 of 2 runs have a curve)" in md
     loss = [ln for ln in drawn["lines"] if ln.axes is drawn["lines"][0].axes]
-    # rows at steps 2, 4, 6 (train.log_every) and 3 (eval.every_steps), x 64 images
-    assert len(loss) == 2 and list(loss[0].get_xdata()) == [128, 192, 256, 384]
-    assert drawn["labels"][1].startswith("accuracy [%] (solid: val, dotted: test)")
+    # rows at steps 1 (the first), 2, 4, 6 (train.log_every) and 3 (eval.every_steps), x 64 images
+    assert len(loss) == 2 and list(loss[0].get_xdata()) == [64, 128, 192, 256, 384]
+    assert drawn["labels"][1].startswith("accuracy [%] (circles: val, crosses: test)")
     for p in (rdir / "metrics").glob("*.csv"):
         p.unlink()
     assert main([str(rdir), "--n-boot", "0", "--formats", "png"]) == 0

@@ -83,20 +83,42 @@ def test_uniform_attention_gives_mean_pairwise_distance(grid, patch):
     gh, gw = grid
     ph, pw = patch if isinstance(patch, tuple) else (patch, patch)
     n = gh * gw
-    d = mean_distance(torch.full((2, 2, n, n), 1.0 / n), grid, patch)
+    d = mean_distance(torch.full((2, 2, n, n), 1.0 / n, dtype=torch.float64), grid, patch)
     np.testing.assert_allclose(d, brute_mean_pairwise(gh, gw, ph, pw), rtol=1e-10)
 
 
-def test_class_token_is_left_out_and_patch_weights_renormalised():
+def test_class_token_is_left_out_and_renormalised_on_request():
     gh, gw, p = 4, 4, 8
     n = gh * gw
     attn = torch.zeros(1, 2, n + 1, n + 1)
     attn[..., 1:, 0] = 0.5  # half the mass on the class token
     attn[..., 1:, 1:] = 0.5 / n  # the rest uniform over patches
     attn[..., 0, 0] = 1.0  # the class token's own query, far from anything: ignored
-    d = mean_distance(attn, (gh, gw), p, num_prefix_tokens=1)
+    d = mean_distance(attn, (gh, gw), p, num_prefix_tokens=1, renormalise=True)
     np.testing.assert_allclose(d, brute_mean_pairwise(gh, gw, p, p), rtol=1e-10)
     np.testing.assert_allclose(internals._prefix_mass(attn, 1), 0.5)
+
+
+def test_reference_convention_weights_patches_by_the_raw_attention_90_percent_on_cls():
+    """Issue 22 item 7: 90% of every patch query's attention on the class token, 10% uniform
+    over the 14x14 patches of ViT-B/16: the reference convention (compute_mean_attention_dist,
+    raw weights, class token 0) gives a tenth of the renormalised distance, by default."""
+    gh = gw = 14
+    p, n = 16, 14 * 14
+    attn = torch.zeros(2, 3, n + 1, n + 1, dtype=torch.float64)
+    attn[..., 1:, 0] = 0.9
+    attn[..., 1:, 1:] = 0.1 / n
+    attn[..., 0, :] = 1.0 / (n + 1)
+    uniform = brute_mean_pairwise(gh, gw, p, p)
+    # the reference snippet, written out: sum_k w_qk d_qk over patch keys, mean over queries
+    centres = np.array([((i // gw) * p, (i % gw) * p) for i in range(n)], dtype=np.float64)
+    dmat = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    reference = (attn[..., 1:, 1:].double().numpy() * dmat).sum(-1).mean(-1).mean(0)
+    d = mean_distance(attn, (gh, gw), p, num_prefix_tokens=1)
+    np.testing.assert_allclose(d, reference, rtol=1e-10)
+    np.testing.assert_allclose(d, 0.1 * uniform, rtol=1e-10)
+    renorm = mean_distance(attn, (gh, gw), p, num_prefix_tokens=1, renormalise=True)
+    np.testing.assert_allclose(renorm, uniform, rtol=1e-10)
 
 
 def test_attending_to_the_patch_below_is_one_patch_height_row_major():
@@ -310,6 +332,10 @@ def test_vit_entry_point_summary_matches_arrays():
     assert summary["pos_grid_score"] == pytest.approx(grid_score(arrays["pos_sim"]), abs=1e-4)
     assert summary["cnn_rf_last_px"] is None
     assert 0 < summary["attn_prefix_mass_mean"] < 1
+    r = arrays["attn_dist_renorm_px"]  # the renormalised convention, kept apart
+    assert summary["attn_dist_renorm_first_px"] == pytest.approx(r[0].mean(), abs=1e-3)
+    assert summary["attn_dist_renorm_mean_px"] == pytest.approx(r.mean(), abs=1e-3)
+    assert np.all(d < r)  # attention to the class token counts 0 in the reference convention
 
 
 def test_attention_family_with_a_cnn_is_a_user_error():
@@ -339,11 +365,12 @@ def test_attention_distance_plot_draws_every_head(tmp_path):
         expected = [(layer + 1, d[layer, h]) for layer in range(d.shape[0])
                     for h in range(d.shape[1])]
         np.testing.assert_array_equal(heads.get_offsets(), expected)
-        line = next(ln for ln in ax.lines if ln.get_gid() == "cnn_rf")
-        np.testing.assert_allclose(line.get_xdata(), [0.25 * d.shape[0], d.shape[0]])
-        np.testing.assert_array_equal(line.get_ydata(), [7.0, 75.0])
-    layer_fig = ip.draw_attention_distance([("a", a, IMG)], cnn_rf=rf, cnn_rf_units="layer")
-    np.testing.assert_array_equal(layer_fig.axes[0].lines[0].get_xdata(), [0.25, 1.0])
+        assert not [ln for ln in ax.lines if ln.get_gid() == "cnn_rf"]  # not on the distance axis
+    # the receptive field (a diameter) has a panel of its own, at depth fractions
+    line = next(ln for ln in fig.axes[2].lines if ln.get_gid() == "cnn_rf")
+    np.testing.assert_allclose(line.get_xdata(), [0.25, 1.0])
+    np.testing.assert_array_equal(line.get_ydata(), [7.0, 75.0])
+    assert "receptive field" in fig.axes[2].get_title()
     stem = tmp_path / "fig7.right"
     _png_ok(ip.attention_distance_plot([("a", a, IMG)], stem, cnn_rf=rf), stem)
     with pytest.raises(ValueError, match="cnn_rf_units"):
@@ -364,32 +391,32 @@ def test_pos_similarity_plot_shows_each_patch_tile(tmp_path):
 
 def test_internals_vs_data_plot_means_over_seeds(tmp_path):
     rows = pd.DataFrame([
-        dict(family="vit", patch_size=8, train_size=1000, seed=0, attn_dist_first_px=4.0,
-             pos_grid_score=0.1),
-        dict(family="vit", patch_size=8, train_size=1000, seed=1, attn_dist_first_px=6.0,
-             pos_grid_score=0.3),
-        dict(family="vit", patch_size=8, train_size=10000, seed=0, attn_dist_first_px=9.0,
-             pos_grid_score=0.5),
-        dict(family="vit", patch_size=4, train_size=1000, seed=0, attn_dist_first_px=2.0,
-             pos_grid_score=None),
-        dict(family="bit", patch_size=None, train_size=1000, seed=0, attn_dist_first_px=None,
-             pos_grid_score=None),
+        dict(family="vit", model="ViT-S/8", train_size=1000, seed=0, attn_dist_first_px=4.0,
+             pos_line_excess=0.1),
+        dict(family="vit", model="ViT-S/8", train_size=1000, seed=1, attn_dist_first_px=6.0,
+             pos_line_excess=0.3),
+        dict(family="vit", model="ViT-S/8", train_size=10000, seed=0, attn_dist_first_px=9.0,
+             pos_line_excess=0.5),
+        dict(family="vit", model="ViT-S/4", train_size=1000, seed=0, attn_dist_first_px=2.0,
+             pos_line_excess=None),
+        dict(family="bit", model="R50", train_size=1000, seed=0, attn_dist_first_px=None,
+             pos_line_excess=None),
     ])
     fig = ip.draw_internals_vs_data(rows)
     dist_ax, score_ax = fig.axes
     lines = {c.get_label(): c.lines[0] for c in dist_ax.containers}
-    np.testing.assert_array_equal(lines["ViT/8"].get_xdata(), [1000, 10000])
-    np.testing.assert_array_equal(lines["ViT/8"].get_ydata(), [5.0, 9.0])
-    np.testing.assert_array_equal(lines["ViT/4"].get_ydata(), [2.0])
-    assert not any("BiT" in g for g in lines)
-    bars = next(c for c in dist_ax.containers if c.get_label() == "ViT/8")
+    np.testing.assert_array_equal(lines["ViT-S/8"].get_xdata(), [1000, 10000])
+    np.testing.assert_array_equal(lines["ViT-S/8"].get_ydata(), [5.0, 9.0])
+    np.testing.assert_array_equal(lines["ViT-S/4"].get_ydata(), [2.0])
+    assert not any("R50" in g for g in lines)
+    bars = next(c for c in dist_ax.containers if c.get_label() == "ViT-S/8")
     seg = bars.lines[2][0].get_segments()[0]
     np.testing.assert_allclose(seg[:, 1], [5.0 - math.sqrt(2), 5.0 + math.sqrt(2)])
     score_lines = {c.get_label(): c.lines[0] for c in score_ax.containers}
-    np.testing.assert_allclose(score_lines["ViT/8"].get_ydata(), [0.2, 0.5])
+    np.testing.assert_allclose(score_lines["ViT-S/8"].get_ydata(), [0.2, 0.5])
     stem = tmp_path / "internals_vs_data"
     _png_ok(ip.internals_vs_data_plot(rows, stem), stem)
-    empty = ip.draw_internals_vs_data(rows.drop(columns=["pos_grid_score"]))
+    empty = ip.draw_internals_vs_data(rows.drop(columns=["pos_line_excess"]))
     assert empty.axes[1].texts[0].get_text() == "no data"
 
 
@@ -420,12 +447,29 @@ def test_report_internals_single_seed_trends_are_one_sentence_not_one_per_metric
 
     from benchbench.report.internals_section import _trend_findings
 
-    base = dict(attn_dist_first_px=14.0, attn_dist_last_px=14.0, pos_grid_score=0.1)
+    base = dict(attn_dist_first_px=14.0, attn_dist_last_px=14.0, pos_line_excess=0.1)
     one = pd.DataFrame([dict(base, model=m, train_size=n, seed=0)
                         for m in ("V/8", "V/16") for n in (1000, 9000)])
     (line,) = _trend_findings(one)
-    assert line.startswith("Internals of V/8, V/16: one seed per point") and "seed=0,1,2" in line
-    three = pd.DataFrame([dict(base, model="V/8", train_size=n, seed=s, pos_grid_score=0.1 * s)
+    assert line.startswith("Internals of V/8, V/16: one run per setting") and "seed=0,1,2" in line
+    three = pd.DataFrame([dict(base, model="V/8", train_size=n, seed=s, pos_line_excess=0.1 * s)
                           for n in (1000, 9000) for s in range(3)])
     lines = _trend_findings(three)
     assert len(lines) == 3 and all("within the seed spread" in x for x in lines)
+
+
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_the_reports_uniform_reference_is_uniform_attention_in_the_rows_convention(prefix):
+    """The report's 'uniform attention' value is what mean_distance gives for attention spread
+    evenly over every token, class token included (it counts 0 px): 13.23 px, not the patch
+    grid's 14.06, for ViT-micro/7's 4x4 grid with one class token."""
+    from benchbench.report.internals_section import _uniform_px
+
+    n = 16
+    attn = torch.full((1, 1, n + prefix, n + prefix), 1.0 / (n + prefix), dtype=torch.float64)
+    got = mean_distance(attn, (4, 4), 7.0, num_prefix_tokens=prefix)[0]
+    arrays = {"token_grid": np.array([4, 4]), "token_px": np.array([7.0, 7.0]),
+              "num_prefix_tokens": np.array(prefix)}
+    assert _uniform_px(arrays) == pytest.approx(got, rel=1e-9)
+    if prefix:
+        assert got == pytest.approx(brute_mean_pairwise(4, 4, 7, 7) * 16 / 17, rel=1e-9)

@@ -121,7 +121,7 @@ def test_findings_call_a_change_only_beyond_the_seed_spread(tmp_path):
         _synthetic_study(tmp_path / "a", {1000: [10.0, 10.5, 11.0], 60000: [5.0, 5.5, 6.0]}),
         tmp_path / "ra", ["png"])
     first = next(f for f in clear.findings if "first-layer mean attention distance" in f)
-    assert "10.50 ± 0.50 (s.d., 3 seeds) px at 1k" in first
+    assert "10.50 ± 0.50 (s.d., 3 runs) px at 1k" in first
     assert "falls by 5.00 px, more than the two seed s.d. together (1.00)" in first
     noisy = internals_section.build(
         _synthetic_study(tmp_path / "b", {1000: [8.0, 10.0, 12.0], 60000: [7.0, 9.0, 11.0]}),

@@ -173,7 +173,7 @@ def test_absolute_warmup_steps_replace_the_fraction_and_must_end_before_the_run(
 
 
 def test_learning_rate_per_model_from_the_preset_table_and_a_swept_lr_wins():
-    pre = OmegaConf.load(os.path.join(REPO_CONF, "train", "paper_pretrain.yaml"))
+    pre = OmegaConf.load(os.path.join(REPO_CONF, "train", "paper_jft.yaml"))
     assert pre.lr is None and pre.warmup_steps == 10000
     assert resolve_lr(pre, "ViT-H/14") == 3e-4 and resolve_lr(pre, "ViT-B/32") == 8e-4
     assert resolve_lr(pre, "R50+ViT-B/16") == 8e-4 and resolve_lr(pre, "R152x2") == 6e-4
@@ -280,3 +280,138 @@ def test_val_count_and_carve_edges_found_by_mutants():
     assert sorted(per.tolist()) == [2] * 7 + [3] * 3
     with pytest.raises(ConfigError, match=r"which has only 7; lower data\.val_split\.$"):
         carve_val(y, 70)
+
+
+# --- issue 22: recipes per pre-training dataset, fine-tuning as Table 4 -------------------
+
+def _preset(name):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=os.path.abspath(REPO_CONF), version_base="1.3"):
+        return compose("config", overrides=[f"train={name}"]).train
+
+
+def test_presets_per_pretraining_dataset_hold_tables_3_and_6():
+    from benchbench.optim import resolve_recipe
+
+    jft = _preset("paper_jft")
+    assert jft.grad_clip is None and jft.weight_decay == 0.1 and jft.schedule == "linear"
+    epochs = {m: resolve_recipe(jft, m, "imagefolder").epochs
+              for m in ("ViT-H/14", "ViT-B/16", "ViT-L/16", "R200x3", "R50+ViT-L/16")}
+    assert epochs == {"ViT-H/14": 14, "ViT-B/16": 7, "ViT-L/16": 7, "R200x3": 14,
+                      "R50+ViT-L/16": 7}
+    text = open(os.path.join(REPO_CONF, "train", "paper_jft.yaml")).read()
+    assert "R200x3: 6.0e-4       # NOT FROM THE PAPER" in text
+    assert OmegaConf.to_container(_preset("paper_pretrain")) == OmegaConf.to_container(jft)
+    i21k = _preset("paper_i21k")
+    assert (i21k.lr, i21k.weight_decay, i21k.dropout, i21k.lr_ref_batch) == (1e-3, 0.03, 0.1, 4096)
+    assert resolve_recipe(i21k, "ViT-B/32", "x").epochs == 90
+    assert resolve_recipe(i21k, "ViT-L/16", "x").epochs == 30
+    with pytest.raises(ConfigError, match="set train.epochs=<n>"):
+        resolve_recipe(i21k, "R50x1", "x")
+    i1k = _preset("paper_i1k")
+    assert (i1k.epochs, i1k.lr, i1k.schedule, i1k.weight_decay, i1k.dropout, i1k.grad_clip) == \
+        (300, 3e-3, "cosine", 0.3, 0.1, 1.0)
+
+
+def test_lr_follows_the_batch_by_lr_scaling():
+    from benchbench.optim import effective_lr
+
+    tc = _tc(batch_size=1024, lr_ref_batch=4096)
+    assert effective_lr(_tc(batch_size=1024, lr_ref_batch=4096, lr_scaling="linear"), 3e-3) == \
+        pytest.approx(7.5e-4)
+    assert effective_lr(_tc(batch_size=1024, lr_ref_batch=4096, lr_scaling="sqrt"), 3e-3) == \
+        pytest.approx(1.5e-3)
+    assert effective_lr(tc, 3e-3) == 3e-3 and effective_lr(_tc(lr_scaling="none"), 3e-3) == 3e-3
+    with pytest.raises(ConfigError, match="Valid: linear, sqrt, none"):
+        effective_lr(_tc(lr_scaling="cubic", lr_ref_batch=8), 1.0)
+    with pytest.raises(ConfigError, match="needs train.lr_ref_batch"):
+        effective_lr(_tc(lr_scaling="linear"), 1.0)
+
+
+def test_the_row_holds_the_effective_lr(run_cli):
+    code, rdir = run_cli("train.lr=0.002", "train.lr_scaling=linear", "train.lr_ref_batch=128")
+    assert code == 0
+    row = results.load_rows(rdir)[0][0]
+    assert row["lr"] == 0.002 and row["effective_lr"] == pytest.approx(0.001)  # batch 64 of 128
+
+
+def test_warmup_is_the_papers_share_of_the_run_never_more():
+    jft = _preset("paper_jft")
+    paper = 303e6 * 7 / 4096  # ViT-B/16's 7 JFT epochs at 4096: 517,822 steps
+    assert warmup_steps_of(jft, round(paper), "ViT-B/16") == 10000
+    assert warmup_steps_of(jft, 5178, "ViT-B/16") == 100  # 1.9% of a 100x shorter run
+    i21k = _preset("paper_i21k")
+    short = OmegaConf.merge(i21k, {"epochs": 7})  # 7 epochs of i21k: 3.3%, not 41%
+    total = round(14e6 * 7 / 4096)
+    assert warmup_steps_of(short, total, "ViT-B/16") / total == pytest.approx(10000 / (14e6 * 90 / 4096), rel=1e-3)
+
+
+def test_paper_studies_use_the_preset_of_their_data():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=os.path.abspath(REPO_CONF), version_base="1.3"):
+        f34 = compose("config", overrides=["study=paper_fig3_4"]).train
+        f5 = compose("config", overrides=["study=paper_fig5"]).train
+    assert (f34.weight_decay, f34.epochs, f34.schedule, f34.dropout) == (0.3, 300, "cosine", 0.1)
+    assert f34.batch_size == 1024 and f34.lr_scaling == "linear" and f34.lr_ref_batch == 4096
+    assert (f5.weight_decay, f5.lr, f5.dropout, f5.ref_train_size) == (0.03, 1e-3, 0.1, 14_000_000)
+
+
+def test_finetune_preset_is_table_4_and_its_study_sweeps_the_lr_grid_on_validation():
+    from hydra import compose, initialize_config_dir
+
+    from benchbench.optim import resolve_recipe
+
+    ft = _preset("paper_finetune")
+    assert (ft.optimizer, ft.momentum, ft.batch_size, ft.schedule, ft.weight_decay,
+            ft.grad_clip, ft.warmup_steps) == ("sgd", 0.9, 512, "cosine", 0.0, 1.0, 500)
+    steps = {d: resolve_recipe(ft, "ViT-B/16", d).steps
+             for d in ("imagenet", "cifar10", "cifar100", "pets", "flowers", "vtab")}
+    assert steps == {"imagenet": 20000, "cifar10": 10000, "cifar100": 10000, "pets": 500,
+                     "flowers": 500, "vtab": 2500}
+    assert warmup_steps_of(resolve_recipe(ft, "ViT-B/16", "pets"), 500 * 2) == 500
+    with initialize_config_dir(config_dir=os.path.abspath(REPO_CONF), version_base="1.3"):
+        st = compose("config", overrides=["study=paper_finetune"], return_hydra_config=True)
+    assert str(st.hydra.sweeper.params["train.lr"]) == "0.001,0.003,0.01,0.03"
+    assert st.data.val_split == 0.02 and st.data.image_size == 384
+    assert st.data.augment == "inception" and st.train.optimizer == "sgd"
+
+
+def _readme_protocol_rows():
+    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    body = text.split("<!-- protocol-table -->")[1].split("<!-- /protocol-table -->")[0]
+    rows = []
+    for line in body.strip().splitlines()[2:]:
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        rows.append(dict(zip(("preset", "key", "paper", "bb", "why", "source"), cells)))
+    return rows
+
+
+def test_readme_protocol_table_reads_true_against_the_presets():
+    import yaml
+
+    rows = _readme_protocol_rows()
+    assert {r["preset"] for r in rows} == {"paper_jft", "paper_i21k", "paper_i1k", "paper_finetune"}
+    presets = {p: _preset(p) for p in {r["preset"] for r in rows}}
+    for r in rows:
+        node = presets[r["preset"]]
+        head, _, sub = r["key"].partition(".")
+        actual = node[head][sub] if sub else node[head]
+        actual = OmegaConf.to_container(actual) if OmegaConf.is_config(actual) else actual
+        bb, paper = yaml.safe_load(r["bb"]), yaml.safe_load(r["paper"])
+        assert actual == bb, f"README says {r['preset']} {r['key']} = {bb}, the preset has {actual}"
+        assert r["source"], f"{r['preset']} {r['key']}: no source"
+        if not r["why"]:  # no difference stated: the paper's value is benchbench's
+            assert paper == bb, f"{r['preset']} {r['key']}: paper {paper} != {bb} and no why"
+    # every per-model lr of the JFT preset is in the table (a new entry cannot go unlisted)
+    listed = {r["key"] for r in rows if r["preset"] == "paper_jft"}
+    assert {f"lr_by_model.{m}" for m in presets["paper_jft"].lr_by_model} <= listed
+
+
+def test_readme_augreg_table_matches_the_settings():
+    from benchbench.data import augreg
+
+    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    for name, s in augreg.SETTINGS.items():
+        assert f"| {name} | {s.randaug[0]}, {s.randaug[1]} | {s.mixup} |" in text

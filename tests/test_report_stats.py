@@ -131,11 +131,12 @@ def test_equal_compute_frames_and_symmetric_intervals():
                    "bit": (c, 0.45 + 0.05 * np.log10(c / 1e12))}, seeds=3, sigma=0.01, rng=rng)
     ec = equal_compute(pts, budgets=c, n_boot=2000)
     assert list(ec.best.columns) == ["budget", "family", "acc", "acc_lo", "acc_hi", "min_seeds",
-                                     "beyond", "n_test"]
+                                     "beyond", "n_test", "basis", "seeds_here"]
     assert list(ec.pairs.columns) == [
-        "budget", "family_a", "family_b", "acc_a", "acc_b", "diff", "diff_lo", "diff_hi",
-        "se_test", "called", "a_beyond", "b_beyond", "multiplier", "mult_kind", "mult_bound",
-        "mult_lo", "mult_hi", "min_seeds_a", "min_seeds_b"]
+        "budget", "family_a", "family_b", "acc_a", "acc_b", "basis_a", "basis_b", "diff",
+        "diff_lo", "diff_hi", "se_test", "p", "called", "compared", "a_beyond", "b_beyond",
+        "multiplier", "mult_kind", "mult_bound", "mult_lo", "mult_hi", "mult_read", "bound_p",
+        "bound_called", "min_seeds_a", "min_seeds_b", "size_a", "size_b"]
     assert ec.pairs["budget"].tolist() == list(c) and set(ec.best["family"]) == {"vit", "bit"}
     assert ec.pairs["family_b"].tolist() == ["bit"] * 4
     assert ec.pairs["mult_hi"].notna().any()
@@ -179,8 +180,10 @@ def test_equal_compute_recovers_2x_multiplier_with_seeds():
     # both start at 1e12; a budget below both is NaN, not extrapolated; past both last runs
     # both are held flat (and marked so)
     ec2 = equal_compute(pts, budgets=[1e11, 1e16], n_boot=0)
-    assert np.isnan(ec2.pairs["diff"].iloc[0]) and not ec2.bootstrapped
+    assert np.isnan(ec2.pairs["diff"].iloc[0])
     assert ec2.pairs["a_beyond"].iloc[1] and ec2.pairs["b_beyond"].iloc[1]
+    assert ec2.pairs[["basis_a", "basis_b"]].values.tolist() == [["none", "none"], ["held", "held"]]
+    assert not ec2.pairs["called"].any()
 
 
 def test_bootstrap_interval_covers_the_truth():
@@ -191,7 +194,7 @@ def test_bootstrap_interval_covers_the_truth():
     for rep in range(30):
         rng = np.random.default_rng(100 + rep)
         pts = _points({"vit": (c, truth_vit), "bit": (c, truth_bit)}, seeds=3, sigma=0.01, rng=rng)
-        ec = equal_compute(pts, budgets=[1e13], n_boot=300, seed=rep)
+        ec = equal_compute(pts, budgets=[1e13], n_boot=0, seed=rep)  # analytic interval
         r = ec.pairs.iloc[0]
         covered += r["diff_lo"] <= 0.03 <= r["diff_hi"]
     assert covered >= 24  # >= 80% of 30 for a nominal 95% interval
@@ -308,7 +311,8 @@ def _pairs(mults, diffs=None):
     pairs = pd.DataFrame({
         "budget": [1e10 * 10**i for i in range(n)], "family_a": "vit", "family_b": "bit",
         "acc_a": 0.8, "acc_b": [0.8 - d for d in diffs], "diff": diffs,
-        "diff_lo": np.nan, "diff_hi": np.nan, "multiplier": mults})
+        "diff_lo": np.nan, "diff_hi": np.nan, "multiplier": mults,
+        "mult_lo": [m * 0.95 for m in mults], "mult_hi": [m * 1.05 for m in mults]})
     return EqualCompute(budgets=pairs["budget"].to_numpy(), best=pd.DataFrame(), pairs=pairs,
                         bootstrapped=False)
 
@@ -318,15 +322,18 @@ def test_compute_multiplier_sentence_says_more_less_or_about_the_same():
 
     more = " ".join(equal_compute_findings(_pairs([2.0, 4.0])))
     assert "BiT needs 2.8x more compute than ViT to reach ViT's accuracy" in more
-    assert "geometric mean 2.8 over the 2 budgets where both frontiers give it, 2-4 over " \
-        "10 GFLOPs to 100 GFLOPs" in more
+    assert "(geometric mean over 2 budgets; 10 GFLOPs: 2x [95% CI 1.9, 2.1]; 100 GFLOPs: 4x" in more
     less = " ".join(equal_compute_findings(_pairs([0.5, 0.5])))
     assert "BiT needs 2x less compute than ViT" in less
-    one = " ".join(equal_compute_findings(_pairs([0.5])))  # one budget: no headline, said so
-    assert "Only at 10 GFLOPs can the compute multiplier be read" in one
-    assert "BiT needs 0.5x ViT's compute" in one
+    one = " ".join(equal_compute_findings(_pairs([0.5])))
+    assert "BiT needs 2x less compute than ViT to reach ViT's accuracy (geometric mean over 1 " \
+        "budget; 10 GFLOPs: 0.5x [95% CI 0.47, 0.53])" in one
     same = " ".join(equal_compute_findings(_pairs([1.05, 0.98])))
-    assert "BiT needs about as much compute as ViT" in same and "x less" not in same
+    assert "every 95% CI includes 1x" in same and "x less" not in same
+    # a multiplier without a CI is not stated (#24.2)
+    p = _pairs([2.0, 4.0])
+    p.pairs["mult_lo"] = np.nan
+    assert "needs" not in " ".join(equal_compute_findings(p))
 
 
 def test_fit_families_table_and_band_on_a_known_law():

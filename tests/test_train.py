@@ -54,9 +54,37 @@ def net():
 def test_budget_in_epochs_steps_and_flops():
     assert resolve_budget(tc(epochs=2), flops_per_image=None, steps_per_epoch=10).steps == 20
     assert resolve_budget(tc(steps=7), flops_per_image=None, steps_per_epoch=10).steps == 7
-    # 3 x forward FLOPs x images: 1e6 / (3 * 100 * 8) = 416.7 -> 417 steps
+    # 3 x forward FLOPs x images: 1e6 / (3 * 100 * 8) = 416.7 -> 416 steps (never over)
     b = resolve_budget(tc(flops=1e6, steps=5), flops_per_image=100, steps_per_epoch=10)
-    assert b.steps == 417 and b.samples == 417 * 8
+    assert b.steps == 416 and b.samples == 416 * 8
+    exact = resolve_budget(tc(flops=3 * 100 * 8 * 417), flops_per_image=100, steps_per_epoch=10)
+    assert exact.steps == 417  # a budget of whole steps is met exactly
+
+
+@pytest.mark.parametrize("flops", [2.5e3, 1e4, 3.3e4, 1e6, 7.77e7])
+def test_a_flops_budget_is_never_exceeded(flops):
+    """Issue 23 item 12: steps were rounded up, so a small budget overshot by 15-19%."""
+    b = resolve_budget(tc(flops=flops), flops_per_image=100, steps_per_epoch=10)
+    assert 3 * 100 * b.samples <= flops < 3 * 100 * (b.samples + 8)
+
+
+def test_a_run_on_a_small_flops_budget_stays_within_it_and_records_it(run_cli):
+    """Through the CLI: 2.9 steps' worth of FLOPs trains 2 steps (was 3, over the budget);
+    the row has the budget beside what was spent."""
+    import json
+
+    code, rdir = run_cli("train.steps=1", results=None)
+    (first,) = [json.loads(p.read_text()) for p in (rdir / "runs").glob("*.json")]
+    budget = 3 * first["flops_per_image"] * 64 * 2.9  # TINY: batch 64
+    code, other = run_cli(f"train.flops={budget!r}", results=rdir.parent / "budget")
+    (row,) = [json.loads(p.read_text()) for p in (other / "runs").glob("*.json")]
+    assert code == 0 and row["steps"] == 2 and row["train_flops_budget"] == budget
+    assert row["train_flops"] <= row["train_flops_budget"]
+
+
+def test_a_flops_budget_below_one_step_is_refused():
+    with pytest.raises(ConfigError, match="less than one step.*raise train.flops"):
+        resolve_budget(tc(flops=1e3), flops_per_image=100, steps_per_epoch=10)
 
 
 @pytest.mark.parametrize("kw,match", [({"epochs": 0}, "train.epochs must be positive"),

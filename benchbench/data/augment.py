@@ -3,10 +3,13 @@ randomness drawn from (seed, step) so a resumed run sees the same images.
 
   none       no augmentation
   cifar      reflect-pad by image_size // 8, random crop, horizontal flip (data.augment=true)
-  inception  random resized crop (area 8-100%, aspect 3/4-4/3) + flip: the paper's
-             pre-processing (Szegedy et al. 2015, as in big_vision's inception_crop)
-  augreg     inception + RandAugment(2, 10) + Mixup(0.2): the ImageNet-1k recipe of big_vision's
-             configs/vit_i1k.py ("How to train your ViT", Steiner et al. 2022)
+  inception  random resized crop + flip: the paper's pre-processing (Szegedy et al. 2015, as
+             in big_vision's inception_crop). Folders and shards crop the whole decoded image
+             in the decode workers (data.decode.decode_crop: area 5-100%, big_vision's); the
+             small in-memory sets keep this module's batched crop (area 8-100%, clamped box)
+  light1 ... strong2  inception + RandAugment(2, m) + Mixup(alpha): AugReg's settings by name
+             (Steiner et al. 2021; values and sources in benchbench.data.augreg)
+  augreg     the paper's AugReg setting for the model (big_vision configs/vit_i1k.py)
 Evaluation takes the centre `data.crop_pct` of each image (null: the whole image).
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from benchbench.data import augreg
 from benchbench.errors import unknown_name
 
 
@@ -25,7 +29,7 @@ class Recipe:
     pad_crop: bool = False  # cifar
     resized_crop: bool = False  # inception
     flip: bool = False
-    randaug: tuple[int, int] | None = None  # (ops per image, magnitude of 30)
+    randaug: tuple[int, int] | None = None  # (ops per image, magnitude on big_vision's 0-10 scale)
     mixup_alpha: float = 0.0
 
 
@@ -33,8 +37,10 @@ RECIPES: dict[str, Recipe] = {
     "none": Recipe(),
     "cifar": Recipe(pad_crop=True, flip=True),
     "inception": Recipe(resized_crop=True, flip=True),
-    "augreg": Recipe(resized_crop=True, flip=True, randaug=(2, 10), mixup_alpha=0.2),
 }
+RECIPES.update({n: Recipe(resized_crop=True, flip=True, randaug=a.randaug, mixup_alpha=a.mixup)
+                for n, a in augreg.SETTINGS.items()})
+RECIPES["augreg"] = RECIPES[augreg.DEFAULT]  # the model's own setting: augreg.resolve (tasks/train.py)
 CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # torchvision RandomResizedCrop defaults
 
 
@@ -96,33 +102,6 @@ def resized_crop_flip(x: torch.Tensor, size: int, g: torch.Generator, global_n: 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def randaugment(x: torch.Tensor, ops: int, magnitude: int, g: torch.Generator, global_n: int,
-                sl: slice) -> torch.Tensor:
-    """RandAugment with torchvision's op table, drawn per image: each of `ops` rounds picks
-    an op and a sign per image, and every (op, sign) group is transformed in one call."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2 import RandAugment
-
-    ra = RandAugment(num_ops=ops, magnitude=magnitude)
-    space = list(ra._AUGMENTATION_SPACE.items())
-    h, w = x.shape[-2:]
-    img = x.round().clamp(0, 255).to(torch.uint8)  # the ops' native dtype
-    for _ in range(ops):
-        pick = torch.randint(0, len(space), (global_n,), generator=g, device=x.device)[sl]
-        neg = (torch.rand(global_n, generator=g, device=x.device) < 0.5)[sl]
-        for i, (name, (mags, signed)) in enumerate(space):
-            m = mags(ra.num_magnitude_bins, h, w)
-            mag = float(m[magnitude]) if m is not None else 0.0
-            for sign in ((1.0, -1.0) if signed and m is not None else (1.0,)):
-                sel = (pick == i) & (neg == (sign < 0)) if signed and m is not None else pick == i
-                idx = sel.nonzero().flatten()
-                if len(idx):
-                    img[idx] = ra._apply_image_or_video_transform(
-                        img[idx], name, mag * sign, interpolation=InterpolationMode.NEAREST,
-                        fill=ra._fill)
-    return img.float()
-
-
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, num_classes: int,
           g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup with the batch reversed (one lambda per batch ~ Beta(alpha, alpha)); soft targets.
@@ -138,18 +117,26 @@ def _beta(alpha: float, g: torch.Generator, device: torch.device) -> torch.Tenso
     return torch.nan_to_num(z[0] / z.sum(), nan=0.5)  # both draws may underflow at small alpha
 
 
+def crops(value: object) -> bool:
+    """Whether data.augment's recipe takes a random resized crop (then folders and shards
+    crop the whole image at decode time)."""
+    return RECIPES[recipe_name(value)].resized_crop
+
+
 def apply(name: str, x: torch.Tensor, y: torch.Tensor, *, size: int, g: torch.Generator,
-          global_n: int, sl: slice, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+          global_n: int, sl: slice, num_classes: int | None, cropped: bool = False,
+          mix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Recipe `name` on a float (B, C, H, W) batch in [0, 255] units (native size for a
-    resized crop, else already `size`) -> (images at `size`, labels or soft targets)."""
+    resized crop, else already `size`) -> (images at `size`, labels or soft targets).
+    cropped: the decoder already took the crop and flip; mix=False leaves out mixup (preview)."""
     r = RECIPES[name]
-    if r.resized_crop:
+    if r.resized_crop and not cropped:
         x = resized_crop_flip(x, size, g, global_n, sl, flip=r.flip)
     elif r.pad_crop:
         x = pad_crop_flip(x, g, global_n, sl)
     if r.randaug is not None:
-        x = randaugment(x, *r.randaug, g, global_n, sl)
-    if r.mixup_alpha:
+        x = augreg.randaugment(x, *r.randaug, g, global_n, sl)
+    if r.mixup_alpha and mix:
         assert num_classes, "mixup needs the number of classes"
         x, y = mixup(x, y, r.mixup_alpha, num_classes, g)
     return x, y

@@ -25,6 +25,7 @@ class Split:
     x: torch.Tensor  # uint8, (N, C, H, W), native resolution, CPU
     y: torch.Tensor  # int64, (N,)
     paths: Any = None  # a data.manifest.SampleTable (or a list of files)
+    eval_ready: bool = False  # x is already the evaluation view (decoded with data.crop_pct)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -35,10 +36,10 @@ class Split:
 
     def take(self, idx: torch.Tensor) -> Split:
         if hasattr(self.paths, "take"):
-            return Split(self.x, self.y[idx], self.paths.take(idx.numpy()))
+            return Split(self.x, self.y[idx], self.paths.take(idx.numpy()), self.eval_ready)
         if self.paths is not None:
-            return Split(self.x, self.y[idx], [self.paths[i] for i in idx.tolist()])
-        return Split(self.x[idx], self.y[idx])
+            return Split(self.x, self.y[idx], [self.paths[i] for i in idx.tolist()], self.eval_ready)
+        return Split(self.x[idx], self.y[idx], eval_ready=self.eval_ready)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from benchbench.data.augment import crops
 from benchbench.data.base import DATASETS, DEFAULT_MAX_RESIDENT_BYTES, Dataset, _positive
 from benchbench.data.readers.folders import IMAGENET_MEAN, IMAGENET_STD, _decode_split
 from benchbench.data.subsets import VAL_SEED, carve_val, nested_subset, val_count
@@ -86,9 +87,12 @@ def load_dataset(cfg: Any) -> Dataset:
         c, size = train.x.shape[1], train.x.shape[-1]
         if (len(train) + len(test)) * c * size * size <= budget:
             skip = bool(_get(cfg, "skip_bad_images", True))
-            (train, bad_tr), (test, bad_te) = _decode_split(train, skip), _decode_split(test, skip)
+            crop_pct = _get(cfg, "crop_pct")
+            # a random resized crop is drawn from the whole image per step: train stays streamed
+            (train, bad_tr) = (train, []) if crops(_get(cfg, "augment", False)) else _decode_split(train, skip)
+            (test, bad_te) = _decode_split(test, skip, eval_view=True, crop_pct=crop_pct)
             if val is not None:
-                val, bad_va = _decode_split(val, skip)
+                val, bad_va = _decode_split(val, skip, eval_view=True, crop_pct=crop_pct)
                 bad_te = bad_te + bad_va
             if bad_tr or bad_te:
                 bad = bad_tr + bad_te

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from benchbench.data import augment as aug
 from benchbench.data.base import DEFAULT_MAX_RESIDENT_BYTES, Dataset, Split, _seed
-from benchbench.data.decode import BAD_IMAGE, decode_bytes
+from benchbench.data.decode import BAD_IMAGE, decode_bytes, decode_crop, decode_eval
 from benchbench.data.readers.folders import read_sample
 from benchbench.errors import ConfigError, DataError
 from benchbench.runtime import available_cpus
@@ -50,6 +50,9 @@ class _Batches:
         if crop_pct is not None and not 0 < crop_pct <= 1:
             raise ConfigError(f"data.crop_pct must be in (0, 1] or null, got {crop_pct!r}.")
         self.rank, self.world_size, self.drop_last = int(rank), int(world_size), bool(drop_last)
+        self.eval_ready = False  # the decoder already took the evaluation crop (crop_pct)
+        self.cpu_crop = False  # the decoder already took the training crop and flip
+        self.raw = False  # preview: batches before normalisation and mixup, in [0, 255] units
         self.steps_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
         std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -84,11 +87,13 @@ class _Batches:
         return torch.arange(self.rank, self.n, self.world_size, device=device).split(batch_size)
 
     def _transform(self, xb: torch.Tensor) -> torch.Tensor:
-        """Evaluation: uint8 batch on the device -> the centre crop_pct, resized, normalised."""
-        return self._normalise(_resize(aug.centre_crop(xb, self.crop_pct).float(), self.image_size))
+        """Evaluation: uint8 batch on the device -> the centre crop_pct (unless decoded so),
+        resized, normalised."""
+        x = xb if self.eval_ready else aug.centre_crop(xb, self.crop_pct)
+        return self._normalise(_resize(x.float(), self.image_size))
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self._scale - self._shift
+        return x if self.raw else x * self._scale - self._shift
 
     def _train_batch(self, xb: torch.Tensor, y: torch.Tensor, step: int, global_n: int,
                      sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,11 +104,11 @@ class _Batches:
         if self.augment == "none":
             return self._normalise(_resize(xb.float(), self.image_size)), y
         x = xb.float()
-        if not aug.RECIPES[self.augment].resized_crop:
+        if not aug.RECIPES[self.augment].resized_crop or self.cpu_crop:
             x = _resize(x, self.image_size)
         g = torch.Generator(device=x.device).manual_seed(_seed(self.seed, 1, step))
         x, y = aug.apply(self.augment, x, y, size=self.image_size, g=g, global_n=global_n, sl=sl,
-                         num_classes=self.num_classes)
+                         num_classes=self.num_classes, cropped=self.cpu_crop, mix=not self.raw)
         return self._normalise(x), y
 
 
@@ -142,6 +147,7 @@ class DeviceLoader(_Batches):
             x = out
         self.x = x.to(self.device)
         self.y = split.y.to(self.device)
+        self.eval_ready = split.eval_ready
 
     def iter_from(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Infinite (x, y) batches from global step `step` on (this rank's slice)."""
@@ -158,21 +164,32 @@ class DeviceLoader(_Batches):
 class _FolderItems(torch.utils.data.Dataset):
     """Reads and decodes one image per item in a DataLoader worker (a file, or a member of a
     shard); an unreadable one is replaced by the next readable one (counted and warned)
-    when skip_bad is set."""
+    when skip_bad is set. An item is an index (shorter side resized, centre square), or
+    (index, "eval") for the evaluation view, or (index, "crop", seed) for a training crop
+    of the whole image."""
 
-    def __init__(self, paths: Any, labels: torch.Tensor, size: int, channels: int, skip_bad: bool):
+    def __init__(self, paths: Any, labels: torch.Tensor, size: int, channels: int, skip_bad: bool,
+                 crop_pct: float | None = None):
         self.paths, self.labels = paths, labels.numpy()  # arrays: forked workers share them
-        self.size, self.channels, self.skip_bad = size, channels, skip_bad
+        self.size, self.channels, self.skip_bad, self.crop_pct = size, channels, skip_bad, crop_pct
         self.bad = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def _decode(self, raw: bytes, view: str, seed: int) -> torch.Tensor:
+        if view == "crop":
+            return decode_crop(raw, self.size, self.channels, seed)
+        if view == "eval":
+            return decode_eval(raw, self.size, self.channels, self.crop_pct)
+        return decode_bytes(raw, self.size, self.channels)
+
+    def __getitem__(self, item: int | tuple) -> tuple[torch.Tensor, int]:
+        i, view, seed = (item, "", 0) if isinstance(item, int) else (tuple(item) + (0,))[:3]
         for t in range(min(len(self.paths), 100)):
             j = (i + t) % len(self.paths)
             try:
-                return decode_bytes(read_sample(self.paths, j), self.size, self.channels), int(self.labels[j])
+                return self._decode(read_sample(self.paths, j), view, seed), int(self.labels[j])
             except BAD_IMAGE as e:
                 if not self.skip_bad:
                     raise DataError(f"unreadable image {self.paths[j]} ({e}): fix or delete it, or "
@@ -199,7 +216,9 @@ class StreamLoader(_Batches):
                          channels=c, device=device, augment=augment, seed=seed, rank=rank,
                          world_size=world_size, drop_last=drop_last, crop_pct=crop_pct,
                          num_classes=num_classes)
-        self.items = _FolderItems(split.paths, split.y, image_size, c, skip_bad_images)
+        self.items = _FolderItems(split.paths, split.y, image_size, c, skip_bad_images, crop_pct)
+        self.eval_ready = True  # eval_batches decode the evaluation view
+        self.cpu_crop = aug.RECIPES[self.augment].resized_crop  # from the whole image, in the workers
         if num_workers is not None and (isinstance(num_workers, bool) or int(num_workers) < 0):
             raise ConfigError(f"data.num_workers must be 0 (decode in this process), a positive "
                               f"number or null (the CPUs this process may use), got {num_workers!r}.")
@@ -232,10 +251,14 @@ class StreamLoader(_Batches):
         """Infinite (x, y) batches from global step `step` on (this rank's slice)."""
         meta: list[tuple[int, int, slice]] = []  # filled as the sampler runs ahead of the workers
 
-        def local_indices() -> Iterator[list[int]]:
+        def local_indices() -> Iterator[list]:
             for k, idx, sl in self._steps(step, torch.device("cpu")):
                 meta.append((k, len(idx), sl))
-                yield idx[sl].tolist()
+                if self.cpu_crop:  # one seed per place in the global batch: any rank split agrees
+                    yield [(j, "crop", _seed(self.seed, 3, k, p))
+                           for p, j in enumerate(idx.tolist()) if sl.start <= p < sl.stop]
+                else:
+                    yield idx[sl].tolist()
 
         for xb, yb in self._loader(_Iterable(local_indices)):
             k, global_n, sl = meta.pop(0)
@@ -244,7 +267,7 @@ class StreamLoader(_Batches):
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The whole split in order, no augmentation; this rank's shard rank::world_size."""
-        chunks = [j.tolist() for j in self._eval_chunks(batch_size, torch.device("cpu"))]
+        chunks = [[(i, "eval") for i in j.tolist()] for j in self._eval_chunks(batch_size, torch.device("cpu"))]
         for xb, yb in self._loader(chunks):
             yield self._transform(xb.to(self.device, non_blocking=True)), yb.to(self.device)
 

@@ -82,6 +82,37 @@ def _conv_handle(transposed: bool | int) -> Callable:
     return handle
 
 
+def valid_taps(n_in: int, k: int, stride: int = 1, pad: int = 0, dilation: int = 1) -> int:
+    """Kernel taps that land on the input (not on padding), summed over one axis's outputs:
+    XLA's HloCostAnalysis::HandleConvolution `valid_position_counts` (tensorflow
+    compiler/xla/service/hlo_cost_analysis.cc), the FLOP count of Google's TPU tooling."""
+    n_out = (n_in + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    return sum(1 for o in range(n_out) for j in range(k) if 0 <= o * stride - pad + j * dilation < n_in)
+
+
+def _constant(v: Any) -> Any:
+    """A traced constant argument: its value, or a list of them (prim::ListConstruct)."""
+    iv = v.toIValue()
+    if iv is None and v.node().kind() == "prim::ListConstruct":
+        return [x.toIValue() for x in v.node().inputs()]
+    return iv
+
+
+def _conv_valid_handle(inputs: list, outputs: list) -> int:
+    """conv MACs without the taps on zero padding (conv_padding=False); ops whose padding is
+    not a list of ints (padding="same", transposed convs) keep the full count."""
+    x, w, out = _shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])
+    stride, pad, dil = (_constant(inputs[i]) for i in (3, 4, 5))
+    transposed = len(inputs) > 6 and inputs[6].toIValue() is True
+    if transposed or not all(isinstance(v, (list, tuple)) for v in (stride, pad, dil)):
+        return _conv_macs(x, w, out, transposed)
+    nsp = len(w) - 2
+    batch = math.prod(x[: len(x) - nsp - 1])
+    taps = math.prod(valid_taps(n, k, s, p, d)
+                     for n, k, s, p, d in zip(x[-nsp:], w[2:], stride, pad, dil))
+    return batch * w[0] * w[1] * taps
+
+
 def _sdpa_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
     """q@k^T and attn@v of scaled_dot_product_attention: B x heads x L x S x (E + Ev) MACs
     (= 2 B h L S d for Ev = E). q [..., Hq, L, E], k [..., Hk, S, E], v [..., Hk, S, Ev];
@@ -179,6 +210,10 @@ MATMUL_HANDLES: dict[str, Callable] = {
     "aten::_scaled_dot_product_cudnn_attention": _sdpa_handle,
 }
 
+# conv ops whose inputs 3, 4, 5 are stride, padding, dilation (the conv_padding=False handle)
+CONV_PADDED_OPS = ("aten::_convolution", "aten::convolution", "aten::conv1d", "aten::conv2d",
+                   "aten::conv3d")
+
 # Normalization and resampling: fvcore counts them by default (timm's published GMACs include
 # them); the paper's compute numbers are the matmul count, so they are 0 unless matmul_only=False.
 NORM_OPS: frozenset[str] = frozenset({
@@ -245,6 +280,7 @@ def count_flops(
     in_chans: int = 3,
     *,
     matmul_only: bool = True,
+    conv_padding: bool = True,
 ) -> dict[str, int]:
     """Forward FLOPs of one image: {"flops_per_image", "macs_per_image"}, FLOPs = 2 x MACs.
 
@@ -256,6 +292,9 @@ def count_flops(
     weight standardization), pooling, resampling and elementwise ops, so the count is the one
     the paper's compute numbers imply (Table 6 = 3 x FLOPs x images seen). matmul_only=False
     keeps fvcore's norm/pool handles and reproduces timm's published GMACs (e.g. R50x1 4.23).
+    conv_padding=False leaves out the multiplications with a conv's zero padding, as XLA's
+    cost analysis does (`valid_taps`): the convention of the paper's BiT rows in Table 6
+    (README "FLOPs"); padding done by a separate pad op (timm's *Same convs) still counts.
     An op that is neither handled nor known to be elementwise raises FlopCountError.
     """
     h, w = _size2(image_size)
@@ -274,6 +313,8 @@ def count_flops(
     handles.update({op: None for op in NORM_OPS | ELEMENTWISE_OPS})
     if not matmul_only:
         handles.update({op: fvcore_defaults[op] for op in NORM_OPS if op in fvcore_defaults})
+    if not conv_padding:
+        handles.update({op: _conv_valid_handle for op in CONV_PADDED_OPS})
     with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings: shape-dependent Python branches
         fca = FlopCountAnalysis(model, x)
@@ -321,6 +362,38 @@ def analytic_vit_flops(
     block = 2 * n * (4 * width * width + 2 * width * mlp) + 2 * (2 * n * n * width)
     head = 2 * width * num_classes
     return embed + depth * block + head
+
+
+def analytic_bit_flops(layers: Sequence[int], width_factor: int, image_size: int = 224,
+                       in_chans: int = 3, num_classes: int = 1000,
+                       conv_padding: bool = True) -> int:
+    """Forward FLOPs (2 x MACs) of one image through BiT (timm ResNetV2, stem_type="fixed"):
+    7x7/2 stem conv (pad 3), 3x3/2 max-pool, bottlenecks 1x1 -> 3x3 (stride) -> 1x1 with a
+    1x1 projection in each stage's first block, linear head; norms and weight
+    standardisation left out. conv_padding=False counts only taps on the input (XLA)."""
+    macs = 0
+
+    def conv(n: int, cin: int, cout: int, k: int, s: int = 1, p: int = 0) -> int:
+        nonlocal macs
+        n_out = (n + 2 * p - k) // s + 1
+        taps = valid_taps(n, k, s, p) ** 2 if not conv_padding else (n_out * k) ** 2
+        macs += taps * cin * cout
+        return n_out
+
+    stem = 64 * width_factor
+    n = conv(image_size, in_chans, stem, 7, 2, 3)
+    n = (n + 2 - 3) // 2 + 1  # max-pool after a 1-pixel pad
+    cin = stem
+    for i, blocks in enumerate(layers):
+        mid = 64 * 2 ** i * width_factor
+        for b in range(blocks):
+            s = 2 if i > 0 and b == 0 else 1
+            if b == 0:
+                conv(n, cin, 4 * mid, 1, s)  # projection shortcut
+            n_out = conv(conv(n, cin, mid, 1), mid, mid, 3, s, 1)
+            conv(n_out, mid, 4 * mid, 1)
+            cin, n = 4 * mid, n_out
+    return 2 * (macs + cin * num_classes)
 
 
 def train_flops(flops_per_image: int | None, samples_seen: int | None) -> int | None:

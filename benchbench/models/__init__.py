@@ -28,15 +28,18 @@ from benchbench.models.specs import (
     ViTSize,
 )
 from benchbench.models.timm_arch import build_timm
-from benchbench.models.vit import build_vit, check_patch
+from benchbench.models.vit import add_hidden_head, build_vit, check_patch, drop_hidden_head
 from benchbench.registry import cfg_get as _cfg_get
 
 __all__ = [
     "BIT_CHANNELS", "HYBRID_PATCHES", "MICRO_CHANNELS", "MICRO_STEM", "MODELS", "RESNET_BLOCKS",
     "VIT_SIZES", "ModelSpec", "ViTSize", "build_bit", "build_hybrid", "build_model", "build_timm",
-    "build_vit", "count_params", "decode_variant", "family_of", "features", "has_patch",
+    "build_vit", "count_params", "decode_variant", "drop_hidden_head", "family_of", "features",
+    "has_patch",
     "hybrid_stages", "paper_name", "patch_size_of", "spec_of", "validate",
 ]
+
+HIDDEN_HEAD_FAMILIES = ("vit", "hybrid")  # the paper's tanh pre-logits layer is ViT's
 
 _VARIANT_RE = re.compile(
     r"^(?:R(?P<rdepth>\d+)(?:x(?P<rwidth>\d+))?)?(?P<plus>\+)?"
@@ -97,6 +100,12 @@ def validate(cfg: Any, image_size: int) -> None:
     if image_size < 1:
         raise ConfigError(f"data.image_size must be positive, got {image_size}.")
     fam = _family(spec)
+    hidden = _cfg_get(cfg, "head_hidden", None)
+    if hidden is not None and not isinstance(hidden, bool):
+        raise ConfigError(f"model.head_hidden must be true, false or null, got {hidden!r}.")
+    if hidden and spec.family not in HIDDEN_HEAD_FAMILIES:
+        raise ConfigError(f"model.head_hidden=true is ViT's pre-training head; {paper_name(cfg)} "
+                          f"({spec.family}) has none: leave model.head_hidden null.")
     p = patch_size_of(cfg)
     if fam.check is not None:
         resolve(fam.check)(spec, cfg, p, image_size)
@@ -121,7 +130,8 @@ def build_model(cfg: Any, num_classes: int, image_size: int, in_chans: int = 3) 
     """Build the model of config node `cfg` (conf/model/*.yaml) for the given data shape."""
     validate(cfg, image_size)
     spec = spec_of(cfg)
-    return _family(spec).build(spec, cfg, patch_size_of(cfg), num_classes, image_size, in_chans)
+    model = _family(spec).build(spec, cfg, patch_size_of(cfg), num_classes, image_size, in_chans)
+    return add_hidden_head(model) if _cfg_get(cfg, "head_hidden", None) else model
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,6 +1,7 @@
 """The ViT family: timm's VisionTransformer at a size of VIT_SIZES and any patch size."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 from typing import Any
 
@@ -19,7 +20,10 @@ def vit_kwargs(size: ViTSize, cfg: Any) -> dict[str, Any]:
         mlp_ratio=size.mlp / size.width,
         class_token=True,  # paper: [class] token -> LayerNorm -> linear head
         global_pool="token",
-        drop_rate=float(_cfg_get(cfg, "drop_rate", 0.0)),
+        # the paper's dropout: after adding the position embeddings and after every dense
+        # layer but qkv (vision_transformer vit_jax/models_vit.py); none on the head
+        pos_drop_rate=float(_cfg_get(cfg, "drop_rate", 0.0)),
+        proj_drop_rate=float(_cfg_get(cfg, "drop_rate", 0.0)),
         drop_path_rate=float(_cfg_get(cfg, "drop_path_rate", 0.0)),
     )
 
@@ -39,6 +43,34 @@ def build_vit(spec: ModelSpec, cfg: Any, p: int, num_classes: int, image_size: i
         num_classes=num_classes,
         **vit_kwargs(VIT_SIZES[spec.vit], cfg),
     )
+
+
+class PreLogits(nn.Sequential):
+    """The paper's pre-training head (Sec. 3.1: "a MLP with one hidden layer at pre-training
+    time"; big_vision vit.py `pre_logits`: Dense(width) + tanh): pre-logits = tanh(W x + b)."""
+
+    def __init__(self, width: int):
+        super().__init__(OrderedDict(fc=nn.Linear(width, width), act=nn.Tanh()))
+        nn.init.normal_(self.fc.weight, std=width ** -0.5)  # lecun-normal scale, as flax Dense
+        nn.init.zeros_(self.fc.bias)
+
+
+def add_hidden_head(model: nn.Module) -> nn.Module:
+    """model.head_hidden=true: the hidden layer sits in timm's `fc_norm` slot (pooled token ->
+    fc_norm -> head), so `forward_head(pre_logits=True)` (the few-shot features) is its output."""
+    if not isinstance(model.fc_norm, nn.Identity):
+        raise ValueError("add_hidden_head needs a timm ViT without fc_norm (global_pool='token')")
+    model.fc_norm = PreLogits(model.embed_dim)
+    return model
+
+
+def drop_hidden_head(model: nn.Module) -> bool:
+    """Fine-tuning drops the hidden layer (paper Sec. 3.1: a single linear layer at fine-tuning,
+    zero-initialised); True when there was one."""
+    if isinstance(getattr(model, "fc_norm", None), PreLogits):
+        model.fc_norm = nn.Identity()
+        return True
+    return False
 
 
 def vit_name(spec: ModelSpec, cfg: Any, p: int) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 from benchbench.errors import BenchbenchError, ResultsError
 from benchbench.report import internals_section, plots, tables
 from benchbench.report.compare import EqualCompute, equal_compute
+from benchbench.report.html import write_html
 from benchbench.report.load import (
     Study,
     aggregate_points,
@@ -57,6 +58,7 @@ def build_report(
     n_boot: int = 1000,
     seed: int = 0,
     command: str | None = None,
+    seed_sd: float | None = None,
 ) -> Report:
     study = load_study(dirs, metric=metric, compute=compute, dataset=dataset)
     out = _out_dir(Path(out) if out is not None else study.dirs[0] / "report")
@@ -70,7 +72,8 @@ def build_report(
     fits_c, fits_d = {}, {}
     cpoints = points[points["compute"].notna()] if "compute" in points else points
     if not cpoints.empty:
-        ec = equal_compute(cpoints, n_boot=n_boot, seed=seed)
+        ec = equal_compute(cpoints, n_boot=n_boot, seed=seed,
+                           seed_sd=None if seed_sd is None else seed_sd / 100)
         nfit = min(n_boot, FIT_BOOT_MAX)
         fits_c = fit_families(cpoints, "compute", on="frontier", n_boot=nfit, seed=seed)
     if not points.empty:
@@ -111,7 +114,7 @@ def build_report(
     front = _frontier_frame(points)
     if not front.empty:
         tabs.append(("frontier", "Pareto frontiers per family and overall",
-                     tables.frontier_table(front, study.metric)))
+                     tables.frontier_table(front, study.metric, compute)))
     tabs.append(("runs", "Runs (ok rows)", tables.runs_table(study)))
     if not study.not_ok.empty:
         tabs.append(("failed", "Runs that did not finish ok", tables.failed_table(study)))
@@ -124,6 +127,7 @@ def build_report(
         rep.findings += rep.internals.findings
     rep.path = out / "report.md"
     rep.path.write_text(_markdown(rep, tabs, command))
+    write_html(rep)  # report.html: the same study as one interactive, self-contained page
     return rep
 
 
@@ -179,10 +183,10 @@ def _markdown(rep: Report, tabs, command: str | None) -> str:
         if p.skipped:
             L += [f"*Not drawn: {p.skipped}.*", ""]
             continue
-        others = ", ".join(f"[{f.suffix[1:].upper()}]({f.name})" for f in p.files if f.suffix != ".png")
-        png = p.png
-        if png is not None:
-            L += [f"![{p.title}]({png.name})", ""]
+        img = _image(p)
+        others = ", ".join(f"[{f.suffix[1:].upper()}]({f.name})" for f in p.files if f != img)
+        if img is not None:
+            L += [f"![{p.title}]({img.name})", ""]
         L += [f"{p.caption}" + (f" ({others})" if others else ""), ""]
     if rep.internals is not None:
         L += rep.internals.markdown()
@@ -192,6 +196,11 @@ def _markdown(rep: Report, tabs, command: str | None) -> str:
               f"[LaTeX]({name}.tex).", ""]
         L += [tables.to_markdown(disp, max_rows=INLINE_ROWS) if len(disp) else "*No rows.*", ""]
     return "\n".join(L)
+
+
+def _image(p: plots.Plot) -> Path | None:
+    """The file report.md shows: the PNG, else the SVG (--formats svg); a PDF is linked only."""
+    return p.png or next((f for f in p.files if f.suffix == ".svg"), None)
 
 
 def _int(v) -> str:
@@ -242,6 +251,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="plot formats, comma-separated from png,pdf,svg (default png,pdf)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
+    p.add_argument("--seed-sd", type=float, default=None, metavar="POINTS",
+                   help="seed-to-seed s.d. of accuracy in points, for studies with one seed "
+                        "per point: lets differences be called (recorded in the report)")
     p.add_argument("--wandb", action="store_true", help="also log tables and plots to wandb")
     return p
 
@@ -256,9 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BenchbenchError(f"unknown plot format(s) {bad or formats}: use png, pdf and/or svg.")
         if args.n_boot < 0:
             raise BenchbenchError("--n-boot must be >= 0.")
+        if args.seed_sd is not None and not (0 < args.seed_sd < 100):
+            raise BenchbenchError(f"--seed-sd {args.seed_sd:g} is not a seed s.d. in accuracy "
+                                  f"points: give a number above 0 and below 100, e.g. 0.5.")
         rep = build_report(args.dirs, out=args.out, metric=args.metric, compute=args.compute,
                            dataset=args.dataset, formats=formats, n_boot=args.n_boot,
-                           seed=args.seed, command=shlex.join(["benchbench-report", *argv]))
+                           seed=args.seed, seed_sd=args.seed_sd,
+                           command=shlex.join(["benchbench-report", *argv]))
     except BenchbenchError as e:
         print(f"benchbench-report: error: {e}", file=sys.stderr)
         return 2
@@ -273,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
     if args.wandb:
         print(f"benchbench-report: {log_wandb(rep)}", file=sys.stderr)
-    drawn = sum(1 for p in rep.plots if not p.skipped)
+    figs = rep.plots + (rep.internals.plots if rep.internals is not None else [])
+    drawn = sum(1 for p in figs if not p.skipped)
     print(f"wrote {rep.path} ({drawn} plots, {len(rep.tables)} tables)")
     return 0
 

@@ -8,6 +8,11 @@ import pandas as pd
 from benchbench.report.load import Study
 
 
+def fmt_sig(v: float, digits: int = 3) -> str:
+    """3 significant digits, with thousands separators from 1,000 up: 10124 -> '10,100'."""
+    return f"{float(f'{v:.{digits}g}'):,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}"
+
+
 def _count(v: float) -> str:
     return f"{int(v):,}"
 
@@ -89,7 +94,7 @@ def measure_findings(measure: pd.DataFrame) -> list[str]:
     if d["infer_img_per_s"].notna().any():
         best = d["infer_img_per_s"].idxmax()
         out.append(f"At {int(top)} px the fastest model is {best} "
-                   f"({d.loc[best, 'infer_img_per_s']:.3g} img/s)")
+                   f"({fmt_sig(d.loc[best, 'infer_img_per_s'])} img/s)")
     if d["max_batch_size"].notna().any():
         big = d["max_batch_size"].idxmax()
         out.append(f"the largest batch fits {big} ({int(d.loc[big, 'max_batch_size'])} images)")

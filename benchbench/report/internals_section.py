@@ -14,15 +14,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchbench import families
 from benchbench.internals import patch_centre_distances
 from benchbench.report import internals_plots as ip
+from benchbench.report.internals_rows import (
+    MIN_GRID,
+    internals_rows,
+    line_excess,
+    load_npz,
+    name_settings,
+    runs_words,
+    sel_column,
+    size_words,
+    token_grid,
+)
 from benchbench.report.load import Study
 from benchbench.report.plots.common import Plot
 
 ATTN_FAMILIES = ("vit", "hybrid")
-MAX_PANELS = 6  # attention-distance panels in one figure; more are named in the caption
-FIELDS = ("attn_dist_first_px", "attn_dist_last_px", "attn_dist_min_first_px",
-          "pos_grid_score", "cnn_rf_last_px")
+MAX_PANELS = 12  # attention-distance panels in one figure; more are named in the caption
 
 
 @dataclass
@@ -44,45 +54,13 @@ class InternalsSection:
             if p.skipped:
                 L += [f"*Not drawn: {p.skipped}.*", ""]
                 continue
+            shown = p.png or next((f for f in p.files if f.suffix == ".svg"), None)  # --formats svg
             others = ", ".join(f"[{f.suffix[1:].upper()}]({f.name})" for f in p.files
-                               if f.suffix != ".png")
-            if p.png is not None:
-                L += [f"![{p.title}]({p.png.name})", ""]
+                               if f != shown)
+            if shown is not None:
+                L += [f"![{p.title}]({shown.name})", ""]
             L += [p.caption + (f" ({others})" if others else ""), ""]
         return L
-
-
-def _rows(study: Study) -> pd.DataFrame:
-    """Ok rows with any internals number; train rows only when there are any (a fine-tune's
-    internals belong to another question than pre-training data size)."""
-    df = study.df[study.df["status"] == "ok"]
-    cols = [c for c in FIELDS if c in df]
-    if not cols:
-        return df.iloc[0:0]
-    df = df[df[cols].notna().any(axis=1)].copy()
-    if (df["task"] == "train").any():
-        df = df[df["task"] == "train"]
-    for c in ("train_size", "patch_size", "image_size", "seed", "top1", *cols):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
-    return df
-
-
-def _load_npz(dirs: Sequence[Path], run_id: str, notes: list[str]) -> dict[str, np.ndarray] | None:
-    for d in dirs:
-        p = Path(d) / "internals" / f"{run_id}.npz"
-        if p.exists():
-            try:
-                with np.load(p, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}
-            except (OSError, ValueError) as e:
-                notes.append(f"`{p}` could not be read ({type(e).__name__}); left out of the plots.")
-                return None
-    return None
-
-
-def _size(n: float) -> str:
-    n = int(n)
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
 
 
 def _stats(d: pd.DataFrame, metric: str) -> tuple[float, float, int]:
@@ -93,8 +71,8 @@ def _stats(d: pd.DataFrame, metric: str) -> tuple[float, float, int]:
 
 def _fmt(mean: float, sd: float, n: int, nd: int) -> str:
     if n > 1:
-        return f"{mean:.{nd}f} ± {sd:.{nd}f} (s.d., {n} seeds)"
-    return f"{mean:.{nd}f} (1 seed)"
+        return f"{mean:.{nd}f} ± {sd:.{nd}f} (s.d., {n} runs)"
+    return f"{mean:.{nd}f} (1 run)"
 
 
 def _differs(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool | None:
@@ -104,33 +82,41 @@ def _differs(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool |
     return abs(a[0] - b[0]) > a[1] + b[1]
 
 
-def _trend_findings(rows: pd.DataFrame) -> list[str]:
-    """One sentence per (model, metric): smallest vs largest training set, seed spread."""
+TREND_WHAT = {"attn_dist_first_px": ("first-layer mean attention distance", "px", 2),
+              "attn_dist_last_px": ("last-layer mean attention distance", "px", 2),
+              "pos_line_excess": ("row/column excess of the position similarity", "", 3)}
+
+
+def _trend_findings(rows: pd.DataFrame, x: str = "train_size",
+                    noun: str = "training images") -> list[str]:
+    """One sentence per (line, metric): smallest vs largest `x`, judged against the spread
+    of the runs of each setting (runs that differ only in the seed)."""
     out = []
-    what = {"attn_dist_first_px": ("first-layer mean attention distance", "px", 2),
-            "attn_dist_last_px": ("last-layer mean attention distance", "px", 2),
-            "pos_grid_score": ("position-embedding grid score", "", 3)}
-    seeded = rows.groupby(["model", "train_size"])["seed"].nunique()
-    if len(rows) and rows["train_size"].nunique() >= 2 and (seeded < 2).all():
-        models = ", ".join(dict.fromkeys(rows["model"].astype(str)))
-        return [f"Internals of {models}: one seed per point, so how the attention distance and "
-                f"the position-embedding grid score change with the training-set size is not "
-                f"judged (the seed spread is unknown); run seed=0,1,2 to see it."]
-    for model, d in rows.groupby("model", sort=False):
-        sizes = sorted(d["train_size"].dropna().unique())
+    if "line" not in rows:
+        rows = rows.assign(line=rows["model"])
+    seeded = rows.groupby(["line", x])["seed"].nunique()
+    if len(rows) and rows[x].nunique() >= 2 and (seeded < 2).all():
+        lines = ", ".join(dict.fromkeys(rows["line"].astype(str)))
+        return [f"Internals of {lines}: one run per setting, so how the attention distance and "
+                f"the position embeddings change with the number of {noun} is not judged (the "
+                f"seed spread is unknown); run seed=0,1,2 to see it."]
+    for line, d in rows.groupby("line", sort=False):
+        sizes = sorted(d[x].dropna().unique())
         if len(sizes) < 2:
             continue
-        lo, hi = d[d["train_size"] == sizes[0]], d[d["train_size"] == sizes[-1]]
-        for metric, (name, unit, nd) in what.items():
+        lo, hi = d[d[x] == sizes[0]], d[d[x] == sizes[-1]]
+        for metric, (name, unit, nd) in TREND_WHAT.items():
+            if metric not in d:
+                continue
             a, b = _stats(lo, metric), _stats(hi, metric)
             if not (np.isfinite(a[0]) and np.isfinite(b[0])):
                 continue
             u = f" {unit}" if unit else ""
-            head = (f"{model}: the {name} is {_fmt(*a, nd)}{u} at {_size(sizes[0])} training "
-                    f"images and {_fmt(*b, nd)}{u} at {_size(sizes[-1])}")
+            head = (f"{line}: the {name} is {_fmt(*a, nd)}{u} at {size_words(sizes[0])} {noun} "
+                    f"and {_fmt(*b, nd)}{u} at {size_words(sizes[-1])}")
             diff = _differs(a, b)
             if diff is None:
-                tail = "; with a single seed the spread is unknown, so this is no trend."
+                tail = "; with a single run the seed spread is unknown, so this is no trend."
             elif diff:
                 tail = (f": it {'rises' if b[0] > a[0] else 'falls'} by "
                         f"{abs(b[0] - a[0]):.{nd}f}{u}, more than the two seed s.d. together "
@@ -142,29 +128,44 @@ def _trend_findings(rows: pd.DataFrame) -> list[str]:
 
 
 def _uniform_px(arrays: dict[str, np.ndarray]) -> float | None:
-    """Mean attention distance of uniform attention over the run's token grid."""
+    """Mean attention distance of uniform attention over all the run's tokens, in the reference
+    convention the rows use (attention to a class token counts 0 px): the patch grid's mean
+    distance x patches / (patches + prefix tokens). Arrays written before the prefix count was
+    stored come from timm ViTs and hybrids with one class token."""
     if "token_grid" not in arrays or "token_px" not in arrays:
         return None
     grid = [int(v) for v in arrays["token_grid"]]
-    return float(patch_centre_distances(grid, tuple(arrays["token_px"])).mean())
+    n = int(np.prod(grid))
+    prefix = int(arrays["num_prefix_tokens"]) if "num_prefix_tokens" in arrays else 1
+    return float(patch_centre_distances(grid, tuple(arrays["token_px"])).mean()) * n / (n + prefix)
 
 
-def _spread_finding(model: str, size: float, dists: list[np.ndarray],
+def _spread_finding(model: str, setting: str, runs: str, dists: list[np.ndarray],
                     uniform: float | None) -> str:
     first = np.concatenate([d[0] for d in dists])
-    s = (f"{model} at {_size(size)} images: first-layer heads span {first.min():.2f}-"
-         f"{first.max():.2f} px of mean attention distance over {len(dists)} run(s)")
+    s = (f"{model} ({setting}; {runs}): first-layer heads span {first.min():.2f}-"
+         f"{first.max():.2f} px of mean attention distance")
     if uniform is not None:
-        s += f" (uniform attention over the grid would give {uniform:.2f} px)"
+        s += (f" (uniform attention over every token would give {uniform:.2f} px; attention to the"
+              " class token counts 0 px, as in the paper's convention)")
     return s + "."
 
 
 def _spread_per_model(spread: list[tuple[str, str, str]], most: int = 4) -> list[str]:
-    """One attention-spread sentence per model (its largest training set), ViTs first."""
+    """One attention-spread sentence per model (its last setting: the largest training set),
+    ViTs first."""
     last = {model: (fam, line) for fam, model, line in spread}  # sizes ascend: the largest wins
-    order = sorted(last.items(), key=lambda kv: (ATTN_FAMILIES.index(kv[1][0])
-                                                 if kv[1][0] in ATTN_FAMILIES else 2, kv[0]))
+    order = sorted(last.items(), key=lambda kv: (families.sort_key(kv[1][0]), kv[0]))
     return [line for _, (_, line) in order[:most]]
+
+
+def _coarse_finding(coarse: dict[str, tuple[int, int]]) -> str | None:
+    if not coarse:
+        return None
+    names = ", ".join(f"{m} ({g[0]}×{g[1]})" for m, g in coarse.items())
+    return (f"No locality is read from {names}: a patch grid under {MIN_GRID}×{MIN_GRID} "
+            f"puts every patch next to most others, so attention distance and position "
+            f"similarity cannot show it.")
 
 
 def _rf_finding(rows: pd.DataFrame, arrays: dict[str, dict]) -> str | None:
@@ -184,91 +185,144 @@ def _rf_finding(rows: pd.DataFrame, arrays: dict[str, dict]) -> str | None:
     return None
 
 
+def _cnn_rf(rows: pd.DataFrame, arrays: dict[str, dict]):
+    """(depth fraction, receptive field px clipped to the image) of the first plain CNN."""
+    for r in rows[~rows["family"].isin(ATTN_FAMILIES)].itertuples():
+        a = arrays.get(r.run_id, {})
+        if "cnn_rf_px" in a:  # what the ResNet can see of the image
+            return [(float(f), float(min(v, r.image_size)))
+                    for f, v in zip(a["cnn_depth_fraction"], a["cnn_rf_px"])], r.model
+    return None, None
+
+
+def _attention_panels(attn: pd.DataFrame, arrays: dict[str, dict]):
+    """Panels (one per setting, runs pooled), spread sentences and too-coarse grids."""
+    panels, spread, coarse = [], [], {}
+    for _, d in attn.groupby("point", sort=False):
+        r0 = d.iloc[0]
+        dists = [arrays[r]["attn_dist_px"] for r in d["run_id"]]
+        grid = token_grid(arrays[r0["run_id"]])
+        runs = runs_words(d)
+        label = f"{r0['model']}\n{r0['setting']}\n{runs}"
+        uniform = _uniform_px(arrays[r0["run_id"]])
+        small = grid is not None and min(grid) < MIN_GRID
+        note = f"{grid[0]}×{grid[1]} grid: too coarse for locality" if small else None
+        shapes = {np.shape(x) for x in dists}
+        stack = np.stack(dists) if len(shapes) == 1 else dists[0]
+        panels.append((label, stack, int(d["image_size"].max()), uniform, note))
+        if small:
+            coarse[str(r0["model"])] = grid
+        else:
+            best = d[sel_column(attn)].mean()  # per model the largest set, then the best setting
+            spread.append(((r0["train_size"], best), (r0["family"], r0["model"], _spread_finding(
+                r0["model"], r0["setting"], runs, dists, uniform))))
+    spread = [s for _, s in sorted(spread, key=lambda kv: kv[0])]
+    return panels, spread, coarse
+
+
 def build(study: Study, out: Path, formats: Sequence[str]) -> InternalsSection | None:
-    rows = _rows(study)
+    rows = internals_rows(study)
     if rows.empty:
         return None
     sec = InternalsSection()
     arrays = {r: a for r in rows["run_id"]
-              if (a := _load_npz(study.dirs, r, sec.notes)) is not None}
+              if (a := load_npz(study.dirs, r, sec.notes)) is not None}
+    excess = [line_excess(arrays[r]["pos_sim"]) if "pos_sim" in arrays.get(r, {}) else None
+              for r in rows["run_id"]]
+    rows = name_settings(rows.assign(pos_line_excess=pd.to_numeric(pd.Series(
+        excess, index=rows.index, dtype=object), errors="coerce")))
     attn = rows[rows["family"].isin(ATTN_FAMILIES) & rows["run_id"].isin(arrays)]
     attn = attn[np.array([("attn_dist_px" in arrays[r]) for r in attn["run_id"]], dtype=bool)]
-    rf_line = None
-    for r in rows[~rows["family"].isin(ATTN_FAMILIES)].itertuples():
-        a = arrays.get(r.run_id, {})
-        if "cnn_rf_px" in a:  # the ResNet reference, clipped to what it can see of the image
-            rf_line = [(float(f), float(min(v, r.image_size)))
-                       for f, v in zip(a["cnn_depth_fraction"], a["cnn_rf_px"])]
-            rf_name = r.model
-            break
-
-    panels, spread = [], []
-    if not attn.empty:
-        attn = attn.sort_values(["family", "model", "train_size", "seed"])
-        for (model, size), d in attn.groupby(["model", "train_size"], sort=False):
-            dists = [arrays[r]["attn_dist_px"] for r in d["run_id"]]
-            label = f"{model}, {_size(size)} images" + (f" ({len(dists)} seeds)"
-                                                         if len(dists) > 1 else "")
-            uniform = _uniform_px(arrays[d["run_id"].iloc[0]])
-            panels.append((label, np.concatenate(dists, axis=1), int(d["image_size"].max()),
-                           uniform))
-            spread.append((d["family"].iloc[0], model, _spread_finding(model, size, dists, uniform)))
+    rf_line, rf_name = _cnn_rf(rows, arrays)
+    panels, spread, coarse = _attention_panels(attn, arrays) if len(attn) else ([], [], {})
     if panels:
         shown = panels[:MAX_PANELS]
         files = ip.attention_distance_plot(shown, out / "internals_attention_distance",
-                                           cnn_rf=rf_line, formats=formats)
-        cap = ("Mean attention distance of every head (points; colour = head, seeds pooled) "
-               "against depth, as the paper's Figure 7 right; dotted: what uniform attention "
-               "over the patch grid would give.")
+                                           cnn_rf=rf_line, cnn_rf_name=rf_name or "ResNet",
+                                           formats=formats)
+        cap = ("Mean attention distance of every head against depth, one panel per setting "
+               "(the runs of a setting differ only in the seed and are drawn side by side; "
+               "colour = head index, see the key), as the paper's Figure 7 right; dotted: what "
+               "uniform attention over the patch grid would give.")
         if rf_line:
-            cap += f" Dashed: {rf_name}'s receptive field at the same depth fraction."
+            cap += (f" Last panel: {rf_name}'s receptive field against depth, a diameter in "
+                    f"pixels (clipped to the image), so compare its shape, not its values.")
+        if coarse:
+            cap += (f" Grids under {MIN_GRID}×{MIN_GRID} patches are marked: they cannot show "
+                    f"locality.")
         if len(panels) > MAX_PANELS:
-            cap += f" {len(panels) - MAX_PANELS} more panel(s) not drawn: " + ", ".join(
-                p[0] for p in panels[MAX_PANELS:]) + "."
+            cap += f" {len(panels) - MAX_PANELS} more panel(s) not drawn: " + "; ".join(
+                p[0].replace("\n", ", ") for p in panels[MAX_PANELS:]) + "."
         sec.plots.append(Plot("internals_attention_distance", "Attention distance by depth",
                               cap, files))
     else:
         sec.plots.append(Plot("internals_attention_distance", "Attention distance by depth",
                               skipped="no ViT or hybrid row with attention arrays"))
 
-    chosen = _chosen_pos(attn, arrays)
+    chosen, on = _chosen_pos(attn, arrays)
     if chosen:
         files = ip.pos_similarity_plot(chosen, out / "internals_pos_similarity", formats=formats)
         sec.plots.append(Plot(
             "internals_pos_similarity", "Position-embedding similarity",
             "Cosine similarity of each patch's position embedding (tile = that patch) with every "
-            "other, as the paper's Figure 7 centre; the best run by top-1 at the smallest and "
-            "largest training set.", files))
+            f"other, as the paper's Figure 7 centre; the run with the best {on} top-1 of the "
+            f"leading model whose grid is at least {MIN_GRID}×{MIN_GRID}, at the smallest and "
+            "largest training set; 'excess': how much more similar patches of one row or column "
+            "are than a fit on distance alone gives.", files))
 
     trend = rows[rows["family"].isin(ATTN_FAMILIES)]
-    if trend["train_size"].nunique() >= 2:
-        metrics = [m for m in ("attn_dist_first_px", "attn_dist_last_px", "pos_grid_score")
+    x, noun, xlabel = _trend_axis(trend)
+    if trend[x].nunique() >= 2:
+        metrics = [m for m in ("attn_dist_first_px", "attn_dist_last_px", "pos_line_excess")
                    if trend[m].notna().any()]
+        uniform = {r["line"]: _uniform_px(arrays[r["run_id"]]) for _, r in trend.iterrows()
+                   if r["run_id"] in arrays}
         files = ip.internals_vs_data_plot(trend, out / "internals_vs_data", metrics=metrics,
+                                          x=x, xlabel=xlabel, line="line", uniform=uniform,
                                           formats=formats)
         sec.plots.append(Plot(
-            "internals_vs_data", "What was learned against training-set size",
-            "Seed mean ± 1 s.d. per family and patch size (one line each) against the number "
-            "of training images.", files))
+            "internals_vs_data", f"What was learned against the number of {noun}",
+            f"Mean ± 1 s.d. over the runs of each setting (they differ only in the seed), one "
+            f"line per model against the number of {noun}; dotted: uniform attention. Each "
+            f"panel spans at least {ip.MIN_SPAN['attn_dist_first_px']:g} px or "
+            f"{ip.MIN_SPAN['pos_line_excess']:g}, so seed noise does not fill it.", files))
 
-    sec.findings = _trend_findings(trend) + _spread_per_model(spread) + [
-        f for f in [_rf_finding(rows, arrays)] if f]
+    fine = trend[~trend["model"].isin(coarse)]
+    sec.findings = _trend_findings(fine, x, noun) + _spread_per_model(spread) + [
+        f for f in [_coarse_finding(coarse), _rf_finding(rows, arrays)] if f]
     return sec
 
 
-def _chosen_pos(attn: pd.DataFrame, arrays: dict[str, dict]) -> list[tuple[str, np.ndarray]]:
-    """The best run (top-1) of the leading model at the smallest and largest training set."""
-    have = attn[np.array([("pos_sim" in arrays[r]) for r in attn["run_id"]], dtype=bool)]
+def _trend_axis(rows: pd.DataFrame) -> tuple[str, str, str]:
+    """(column, noun, axis label): training-set size, or for fine-tunes alone the
+    pre-training set size."""
+    if len(rows) and (rows["task"] == "transfer").all() and "pretrain_train_size" in rows:
+        ds = ", ".join(sorted({str(v) for v in rows["pretrain_dataset"].dropna()}))
+        return ("pretrain_train_size", "pre-training images",
+                f"Pre-training images{f' ({ds})' if ds else ''}")
+    return "train_size", "training images", "Training-set size [images]"
+
+
+def _chosen_pos(attn: pd.DataFrame, arrays: dict[str, dict]
+                ) -> tuple[list[tuple[str, np.ndarray]], str]:
+    """The best run (validation top-1 where every row has it, else test) of the leading
+    model whose grid can show locality, ViTs first, at the smallest and largest training set."""
+    ok = [("pos_sim" in arrays[r]) and min(arrays[r]["pos_sim"].shape[:2]) >= MIN_GRID
+          for r in attn["run_id"]]
+    have = attn[np.array(ok, dtype=bool)]
     if have.empty:
-        return []
-    model = have.groupby("model")["top1"].max().idxmax()
+        return [], ""
+    sel = sel_column(have)
+    on = "validation" if sel == "val_top1" else "test"
+    lead = have.groupby("model").agg(f=("_fam", "first"), s=(sel, "max"))
+    model = lead.sort_values(["f", "s"], ascending=[True, False]).index[0]
     d = have[have["model"] == model]
     sizes = sorted(d["train_size"].dropna().unique())
     out = []
     for size in dict.fromkeys([sizes[0], sizes[-1]]):
-        r = d[d["train_size"] == size].sort_values("top1", ascending=False).iloc[0]
-        score = r["pos_grid_score"]
-        label = (f"{r['model']}\n{_size(size)}, seed {int(r['seed'])}"
-                 + (f", grid {score:.2f}" if pd.notna(score) else ""))
+        r = d[d["train_size"] == size].sort_values(sel, ascending=False).iloc[0]
+        ex = r["pos_line_excess"]
+        label = (f"{r['model']}, {size_words(size)} images\nseed {int(r['seed'])}, {on} "
+                 f"{100 * r[sel]:.1f}%" + (f", excess {ex:.2f}" if pd.notna(ex) else ""))
         out.append((label, arrays[r["run_id"]]["pos_sim"]))
-    return out
+    return out, on

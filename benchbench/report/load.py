@@ -15,6 +15,7 @@ import pandas as pd
 
 from benchbench import families
 from benchbench.errors import ResultsError
+from benchbench.report.superseded import _drop_path, drop_superseded
 from benchbench.results import identity_config, load_dataframe
 from benchbench.units import fmt_flops
 
@@ -166,7 +167,11 @@ class Study:
 
     @property
     def metric_label(self) -> str:
-        return METRIC_LABEL.get(self.metric, self.metric)
+        label = METRIC_LABEL.get(self.metric, self.metric)
+        if self.metric == "fewshot_top1" and len(self.train) and \
+                probe_on_training_data(self.train).all():
+            return f"{label} ({PROBE_ON_TRAIN})"  # never read as transfer
+        return label
 
     @property
     def chance(self) -> float | None:
@@ -207,6 +212,8 @@ def load_study(
         where = ", ".join(str(d / "runs") for d in dirs)
         raise ResultsError(f"no result rows (*.json) under {where}: run a study first.")
     df, left_out = drop_duplicates(df.reset_index(drop=True))
+    df, superseded_note = drop_superseded(df)
+    left_out += superseded_note
     df, smoke, smoke_note = split_smoke(df)
     left_out += smoke_note
     notes: list[str] = []
@@ -260,6 +267,11 @@ def load_study(
                 + ". Pick one with --dataset."
             )
         train = train[train["dataset"].fillna("?") == dataset]
+    own = probe_on_training_data(train)
+    if own.any():
+        notes.append(f"{int(own.sum())} row(s) with a few-shot top-1 probe on the training data "
+                     f"(eval.fewshot_data unset): that number says how well the trained classes "
+                     f"separate, not how the features transfer.")
     train["acc"] = train[metric].astype(float)
     train["compute"] = train[compute].astype(float)
     if compute != "train_flops":
@@ -272,6 +284,27 @@ def load_study(
         metric=metric, compute=compute, dataset=dataset, names=names, notes=notes,
         left_out=left_out, smoke=smoke,
     )
+
+
+PROBE_ON_TRAIN = "probe on the training data"
+
+
+def probe_on_training_data(df: pd.DataFrame) -> pd.Series:
+    """Rows whose few-shot probe read the data their features were trained on (the
+    pre-training data of a transfer row): fewshot_dataset null (older rows) or equal to it."""
+    if "fewshot_top1" not in df or not len(df):
+        return pd.Series(False, index=df.index)
+    trained_on = df["pretrain_dataset"].where(df["pretrain_dataset"].notna(), df["dataset"]) \
+        if "pretrain_dataset" in df else df["dataset"]
+    probed = df["fewshot_dataset"] if "fewshot_dataset" in df else pd.Series(None, index=df.index)
+    return df["fewshot_top1"].notna() & (probed.isna() | (probed == trained_on))
+
+
+def probe_data_label(df: pd.DataFrame) -> pd.Series:
+    """The run table's "few-shot data": the probe's dataset, or that it is the training data."""
+    probed = df["fewshot_dataset"] if "fewshot_dataset" in df else pd.Series(None, index=df.index)
+    label = probed.where(df["fewshot_top1"].notna(), None) if "fewshot_top1" in df else probed
+    return label.where(~probe_on_training_data(df), PROBE_ON_TRAIN)
 
 
 SPEED_COLUMNS = ("infer_img_per_s", "peak_mem_bytes", "max_batch_size")
@@ -297,16 +330,6 @@ def fill_speed_from_measure(train: pd.DataFrame, measure: pd.DataFrame) -> pd.Da
 
 
 SWEPT = ("train.lr",)  # axes the report maximises over (by validation accuracy when it can)
-
-
-def _drop_path(cfg: Mapping[str, Any], path: str) -> dict[str, Any]:
-    head, _, rest = path.partition(".")
-    out = dict(cfg)
-    if not rest:
-        out.pop(head, None)
-    elif isinstance(out.get(head), Mapping):
-        out[head] = _drop_path(out[head], rest)
-    return out
 
 
 def setting_key(row: Mapping[str, Any], swept: Sequence[str] = SWEPT) -> str | None:

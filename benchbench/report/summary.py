@@ -13,13 +13,17 @@ from benchbench.report.cost_findings import (
     overhead_findings,
     speed_findings,
 )
+from benchbench.report.evidence import COMPARED
 from benchbench.report.load import Study
 from benchbench.report.scaling import PowerLawFit
+from benchbench.report.tuning import edge_findings
 from benchbench.units import fmt_flops
 
 TIE_PTS = 0.05  # differences below this many points are reported as a tie
-NOISE_RULE = ("a difference is called only outside its 95% CI over seeds and outside "
-              f"±{Z95} test-set binomial standard errors")
+NOISE_RULE = ("a difference is stated only where both families were run at the budget (a run "
+              "within 25%, or between runs at most 4x apart), and called only with 2+ seeds "
+              "per point (or --seed-sd) and outside the seed and test-set binomial noise at "
+              "a family-wise 95% level (Holm over each pair's budgets)")
 
 
 def _pts(v: float) -> str:
@@ -55,11 +59,19 @@ def seeds_finding(points: pd.DataFrame, ec: EqualCompute | None = None) -> list[
     if points.empty:
         return []
     n = points["n_seeds"]
+    given = ec is not None and ec.seed_sd is not None
+    if given:
+        head = [f"Seed noise: the user's estimate, {100 * ec.seed_sd:.2g} points s.d. per seed "
+                f"(--seed-sd), stands in for the seed spread in every interval and call."]
+    else:
+        head = []
     if n.max() <= 1:
-        return ["Every point has a single seed: there are no confidence intervals, and "
-                "differences are judged against the test-set noise alone (it ignores "
-                "seed-to-seed variation). Run more seeds (seed=0,1,2) to get intervals."]
-    out = []
+        if given:
+            return head + [f"In this summary {NOISE_RULE}."]
+        return ["Every point has a single seed: no difference is called (seed-to-seed "
+                "variation is unknown). Run more seeds (seed=0,1,2), or give "
+                "benchbench-report --seed-sd POINTS (a seed s.d. in accuracy points)."]
+    out = head
     pooled = [f for f, how in (ec.spread if ec is not None else {}).items() if how == "pooled"]
     if pooled:
         out.append(f"{', '.join(family_label(f) for f in pooled)} ha{'s' if len(pooled) == 1 else 've'}"
@@ -74,9 +86,10 @@ def seeds_finding(points: pd.DataFrame, ec: EqualCompute | None = None) -> list[
             out.append(f"{name}: {100 * r.acc:.1f}% ± {100 * r.acc_std:.1f} points (mean ± "
                        f"s.d. over {r.n_seeds} seeds: {vals}).")
     single = int((n <= 1).sum())
-    if single:
+    if single and not given:
         out.append(f"{single} of {len(points)} points have a single seed; their intervals use "
-                   f"the seed spread pooled over their family's points.")
+                   f"the seed spread pooled over their family's points, and no difference resting "
+                   f"on them is called.")
     return out + ([f"In this summary {NOISE_RULE}."] if points["family"].nunique() > 1 else [])
 
 
@@ -84,149 +97,202 @@ def _pairs(ec: EqualCompute) -> pd.DataFrame:
     """ec.pairs with the judgement columns filled where a hand-built EqualCompute lacks them."""
     p = ec.pairs.copy()
     defaults = {"se_test": np.nan, "called": False, "a_beyond": False, "b_beyond": False,
-                "mult_bound": np.nan, "mult_lo": np.nan, "mult_hi": np.nan}
+                "mult_bound": np.nan, "mult_lo": np.nan, "mult_hi": np.nan, "p": np.nan,
+                "basis_a": "run", "basis_b": "run", "mult_read": True, "bound_called": False,
+                "size_a": [()] * len(p), "size_b": [()] * len(p)}
     for c, v in defaults.items():
         if c not in p:
             p[c] = v
+    if "compared" not in p:
+        p["compared"] = (p["basis_a"].isin(COMPARED) & p["basis_b"].isin(COMPARED)
+                         & np.isfinite(p["diff"].to_numpy(float)))
     if "mult_kind" not in p:
         p["mult_kind"] = np.where(np.isfinite(p["multiplier"].to_numpy(float)), "=", "")
     return p
 
 
-def equal_compute_findings(ec: EqualCompute, level: float = 0.95) -> list[str]:
+def _list(budgets) -> str:
+    b = [fmt_flops(float(v)) for v in budgets]
+    return b[0] if len(b) == 1 else ", ".join(b[:-1]) + " and " + b[-1]
+
+
+def _no_run_sentences(d: pd.DataFrame, ec: EqualCompute, fa: str, fb: str,
+                      said: set | None = None) -> list[str]:
+    """Where a family was not run: said instead of a comparison (once per family)."""
     out = []
-    pairs = _pairs(ec)
-    for (fa, fb), d in pairs.groupby(["family_a", "family_b"], sort=False):
-        A, B = family_label(fa), family_label(fb)
-        both = d[np.isfinite(d["diff"].to_numpy(float))]
-        if both.empty:
-            out.append(f"{A} and {B} share no compute budget: the data cannot compare them at "
-                       f"equal compute.")
+    said = set() if said is None else said
+    for f, col in ((fa, "basis_a"), (fb, "basis_b")):
+        if f in said:
             continue
-        measured = both[~(both["a_beyond"] & both["b_beyond"])]
-        both = measured if len(measured) else both
-        picks = [both.iloc[0]] + ([both.iloc[-1]] if len(both) > 1 else [])
-        for r in picks:
-            out.append(_diff_sentence(r, A, B, level, ec.last_run, fa, fb))
-        out += _crossover_sentence(ec, both, fa, fb, A, B)
-        out.append(_multiplier_sentence(d, A, B))
+        said.add(f)
+        F = family_label(f)
+        held = d[d[col] == "held"]
+        end, last = ec.front_end.get(f, np.nan), ec.last_run.get(f, np.nan)
+        if len(held):
+            more = (f" (its runs up to {fmt_flops(last)} did no better)" if last > end * 1.05
+                    else "")
+            out.append(f"{F} was not run beyond {fmt_flops(end)} with a better result{more}: "
+                       f"at {_list(held['budget'])} its value is that run held flat, so {F} "
+                       f"is not compared there." if more else
+                       f"{F} was not run beyond {fmt_flops(end)}: at {_list(held['budget'])} "
+                       f"its value is that run held flat, so {F} is not compared there.")
+        gap = d[(d[col] == "none") & (d["budget"] >= ec.first_run.get(f, np.inf))
+                & (d["budget"] <= ec.front_end.get(f, -np.inf))]
+        if len(gap):
+            out.append(f"{F}'s runs around {_list(gap['budget'])} are more than 4x apart in "
+                       f"compute: not compared there.")
     return out
 
 
+def _size_txt(r: pd.Series, A: str, B: str) -> str:
+    """The training-set sizes behind the two values, when they differ (a confound)."""
+    sa, sb = tuple(r.get("size_a") or ()), tuple(r.get("size_b") or ())
+    if not sa or not sb or sa == sb:
+        return ""
+    def n(s):
+        return " and ".join(f"{int(v):,}" for v in s)
+    return (f" Confound: {A}'s value rests on {n(sa)} training images and {B}'s on {n(sb)}, "
+            f"so the gap mixes the model with the data size.")
+
+
+def equal_compute_findings(ec: EqualCompute, level: float = 0.95) -> list[str]:
+    out = []
+    said: set = set()  # families whose unrun budgets were said
+    pairs = _pairs(ec)
+    for (fa, fb), d in pairs.groupby(["family_a", "family_b"], sort=False):
+        A, B = family_label(fa), family_label(fb)
+        comp = d[d["compared"].astype(bool)]
+        out += _family_size_sentence(ec, fa, fb, A, B)
+        if comp.empty:
+            out.append(f"{A} and {B} were not both run at any budget (within 25%, or between "
+                       f"runs at most 4x apart): the data cannot compare them at equal compute.")
+            out += _no_run_sentences(d, ec, fa, fb, said)
+            continue
+        tested = int(np.isfinite(comp["p"].to_numpy(float)).sum())
+        head = (f"{A} vs {B}: compared at {len(comp)} budget{'s' if len(comp) > 1 else ''} "
+                f"where both were run ({_list(comp['budget'])})")
+        if tested:
+            head += (f"; differences are called at a family-wise {level:.0%} level (Holm over "
+                     f"{'the ' + str(tested) + ' budgets' if tested > 1 else '1 budget'}).")
+        else:
+            head += ("; nothing is called: fewer than 2 seeds per point and no seed noise "
+                     "estimate (run seed=0,1,2 or give --seed-sd POINTS).")
+        out.append(head)
+        out += _no_run_sentences(d, ec, fa, fb, said)
+        picks = [comp.iloc[0]] + ([comp.iloc[-1]] if len(comp) > 1 else [])
+        for r in picks:
+            out.append(_diff_sentence(r, A, B, level, tested=tested))
+        out += _crossover_sentence(ec, comp, fa, fb, A, B)
+        out += _multiplier_sentence(comp, A, B)
+    return out
+
+
+def _family_size_sentence(ec: EqualCompute, fa: str, fb: str, A: str, B: str) -> list[str]:
+    """Compute tied to training-set size for one family and not the other."""
+    na, nb = len(ec.sizes.get(fa, ())), len(ec.sizes.get(fb, ()))
+    if (na > 1) == (nb > 1) or not (na and nb):
+        return []
+    varied, fixed = (A, B) if na > 1 else (B, A)
+    return [f"Confound: {varied}'s compute varies with its training-set size and {fixed}'s "
+            f"does not, so {A} - {B} differences mix data size with compute."]
+
+
 def _crossover_sentence(ec: EqualCompute, d: pd.DataFrame, fa: str, fb: str, A: str, B: str) -> list[str]:
+    """Said only where the sign change is established: called differences of opposite sign
+    on both sides, and a (stable) bootstrap CI."""
     c = ec.crossovers
     if c.empty:
         return []
     r = c[(c["family_a"] == fa) & (c["family_b"] == fb)]
-    if r.empty or not np.isfinite(r["crossover"].iloc[0]):
+    if r.empty or not np.isfinite(r["crossover"].iloc[0]) or not np.isfinite(r["cross_lo"].iloc[0]):
         return []
     r = r.iloc[0]
     x = float(r["crossover"])
-    s = f"The {A} - {B} difference changes sign at about {fmt_flops(x)}"
-    if np.isfinite(r["cross_lo"]):
-        s += f" [95% CI {fmt_flops(r['cross_lo'])}, {fmt_flops(r['cross_hi'])}"
-        s += f"; {r['cross_frac']:.0%} of bootstrap replicates change sign in the shared range]"
-    elif np.isfinite(r["cross_frac"]):
-        s += (f" (no CI: only {r['cross_frac']:.0%} of bootstrap replicates change sign in the "
-              f"shared range)")
-    else:
-        s += " (no CI: no seed spread)"
+    inside = d[d["called"].astype(bool)]
+    below, above = inside[inside["budget"] < x], inside[inside["budget"] > x]
+    if not (len(below) and len(above)
+            and np.sign(below["diff"].iloc[-1]) != np.sign(above["diff"].iloc[0])):
+        return []
+    s = (f"The {A} - {B} difference changes sign at about {fmt_flops(x)} [95% CI "
+         f"{fmt_flops(r['cross_lo'])}, {fmt_flops(r['cross_hi'])}; {r['cross_frac']:.0%} of "
+         f"bootstrap replicates change sign in the shared range]")
     if r["n_changes"] > 1:
         s += f"; it changes sign {int(r['n_changes'])} times, this is the first"
-    inside = d[d["called"] & ~d["a_beyond"] & ~d["b_beyond"]]  # both measured, none held flat
-    below, above = inside[inside["budget"] < x], inside[inside["budget"] > x]
-    established = (len(below) and len(above)
-                   and np.sign(below["diff"].iloc[-1]) != np.sign(above["diff"].iloc[0]))
-    if not established:
-        s += "; but the differences on at least one side are within noise, so the data do not establish a crossover"
     return [s + "."]
 
 
-def _bounds_text(bounds: pd.DataFrame) -> str:
-    parts = []
-    for k, g in bounds.groupby("mult_kind", sort=True):
-        v = g["mult_bound"]
-        rng = f"{v.iloc[0]:.2g}" if len(g) == 1 else f"{v.min():.2g}-{v.max():.2g}"
-        parts.append(f"at {'most' if k == '<=' else 'least'} {rng}x at {len(g)} "
-                     f"budget{'s' if len(g) > 1 else ''} ({_span(g['budget'])})")
-    return "; ".join(parts)
-
-
-def _multiplier_sentence(d: pd.DataFrame, A: str, B: str) -> str:
-    """The compute multiplier B needs to match A: a geometric mean only over the budgets
-    where it is read off both frontiers; bounds (a frontier's end) are said as bounds."""
-    exact = d[(d["mult_kind"] == "=") & (d["multiplier"] > 0)]
-    bounds = d[d["mult_kind"].isin(["<=", ">="]) & (d["mult_bound"] > 0)]
-    bound_txt = _bounds_text(bounds)
+def _multiplier_sentence(d: pd.DataFrame, A: str, B: str) -> list[str]:
+    """The compute multiplier B needs to match A, at compared budgets only: exact values
+    with a CI, and bounds only where the gap they rest on is called and they say something
+    (at most below 1x, at least above 1x)."""
+    exact = d[(d["mult_kind"] == "=") & (d["multiplier"] > 0) & d["mult_read"].astype(bool)
+              & np.isfinite(d["mult_lo"].to_numpy(float))]
+    bounds = d[d["bound_called"].astype(bool)
+               & (((d["mult_kind"] == "<=") & (d["mult_bound"] < 1))
+                  | ((d["mult_kind"] == ">=") & (d["mult_bound"] > 1)))]
+    out = []
+    if len(bounds):
+        parts = []
+        for k, g in bounds.groupby("mult_kind", sort=True):
+            v = g["mult_bound"]
+            rng = f"{v.iloc[0]:.2g}" if len(g) == 1 else f"{v.min():.2g}-{v.max():.2g}"
+            why = (f"{B}'s smallest run already beats {A}" if k == "<=" else
+                   f"{B}'s largest run stays below {A}")
+            parts.append(f"at {_list(g['budget'])} {why}, so {B} needs at "
+                         f"{'most' if k == '<=' else 'least'} {rng}x {A}'s compute to match it")
+        out.append("; ".join(parts)[:1].upper() + "; ".join(parts)[1:] + ".")
     if exact.empty:
-        if bounds.empty:
-            return (f"No budget where {B}'s compute to reach {A}'s accuracy can be read or "
-                    f"bounded from the rows: no compute multiplier for {B} vs {A}.")
-        kinds = set(bounds["mult_kind"])
-        why = (f"{B}'s smallest run already beats {A}" if kinds == {"<="} else
-               f"{B}'s runs never reach {A}'s accuracy" if kinds == {">="} else
-               f"{B}'s runs start above or end below {A}'s accuracy")
-        return (f"{why} at the budgets compared, so the compute multiplier ({B}'s compute / "
-                f"{A}'s to reach {A}'s accuracy) is only bounded: {bound_txt}.")
+        return out
     m = exact["multiplier"].to_numpy(float)
     lo, hi = exact["mult_lo"].to_numpy(float), exact["mult_hi"].to_numpy(float)
-    ci1 = ("; every 95% CI includes 1x" if np.isfinite(lo).all() and ((lo <= 1) & (hi >= 1)).all()
-           else "" if np.isfinite(lo).any() else "; no CI (no seed spread)")
-    rest = f"; elsewhere only bounds: {bound_txt}" if bound_txt else ""
-    if len(m) == 1:
-        return (f"Only at {fmt_flops(exact['budget'].iloc[0])} can the compute multiplier "
-                f"be read off both frontiers: there {B} needs {m[0]:.2g}x {A}'s compute to "
-                f"reach {A}'s accuracy{ci1}{rest}.")
+    if ((lo <= 1) & (hi >= 1)).all():
+        return out + [f"Where {B}'s compute to match {A} can be read off both frontiers "
+                      f"({_list(exact['budget'])}: {', '.join(f'{v:.2g}x' for v in m)}), every "
+                      f"95% CI includes 1x: the data do not show either needing more compute."]
     gm = float(np.exp(np.log(m).mean()))
-    ratio = (f"{B}'s compute / {A}'s: geometric mean {gm:.2g} over the {len(m)} budgets where "
-             f"both frontiers give it, {m.min():.2g}-{m.max():.2g} over "
-             f"{_span(exact['budget'])}{ci1}{rest}")
+    ci = "; ".join(f"{fmt_flops(b)}: {v:.2g}x [95% CI {a:.2g}, {z:.2g}]"
+                   for b, v, a, z in zip(exact["budget"], m, lo, hi))
+    over = f"geometric mean over {len(m)} budget{'s' if len(m) > 1 else ''}; {ci}"
     if 1 / 1.1 < gm < 1.1:
-        return f"{B} needs about as much compute as {A} to reach {A}'s accuracy ({ratio})."
+        return out + [f"{B} needs about as much compute as {A} to reach {A}'s accuracy ({over})."]
     how, factor = ("more", gm) if gm > 1 else ("less", 1 / gm)
-    return f"{B} needs {factor:.2g}x {how} compute than {A} to reach {A}'s accuracy ({ratio})."
-
-
-def _span(b: pd.Series) -> str:
-    lo, hi = float(b.min()), float(b.max())
-    return fmt_flops(lo) if lo == hi else f"{fmt_flops(lo)} to {fmt_flops(hi)}"
+    return out + [f"{B} needs {factor:.2g}x {how} compute than {A} to reach {A}'s accuracy "
+                  f"({over})."]
 
 
 def _diff_sentence(r: pd.Series, A: str, B: str, level: float,
-                   last_run: dict | None = None, fa: str = "", fb: str = "") -> str:
+                   last_run: dict | None = None, fa: str = "", fb: str = "",
+                   tested: int = 0) -> str:
     at = f"At {fmt_flops(r['budget'])}"
-    last_run = last_run or {}
-    flat_txt = "".join(
-        f" {F}'s last run is at {fmt_flops(last_run[f])}; its best is held flat beyond it."
-        for F, f, bey in ((A, fa, r.get("a_beyond", False)), (B, fb, r.get("b_beyond", False)))
-        if bey and f in last_run)
     sign = 1.0 if r["diff"] >= 0 else -1.0  # the interval is quoted for winner - loser
     lo, hi = sorted((sign * r["diff_lo"] * 100, sign * r["diff_hi"] * 100))
     has_ci = bool(np.isfinite(lo) and np.isfinite(hi))
     ci = f" [{level:.0%} CI {lo:.1f}, {hi:.1f}]" if has_ci else ""
-    se = float(r.get("se_test", np.nan))
+    conf = _size_txt(r, A, B)
     if abs(r["diff"]) * 100 < TIE_PTS:
-        return f"{at}, {A} and {B} tie ({r['acc_a'] * 100:.1f}%){ci}.{flat_txt}"
+        return f"{at}, {A} and {B} tie ({r['acc_a'] * 100:.1f}%){ci}.{conf}"
     win, lose = (A, B) if r["diff"] > 0 else (B, A)
     if bool(r.get("called", False)):
-        return f"{at}, {win} beats {lose} by {_pts(r['diff'])} points{ci}.{flat_txt}"
-    why = []
-    if has_ci and lo <= 0 <= hi:
-        why.append(f"the {level:.0%} CI [{lo:.1f}, {hi:.1f}] includes 0")
-    if np.isfinite(se) and abs(r["diff"]) <= Z95 * se:
-        why.append(f"under {Z95} test-set standard errors, ±{Z95 * se * 100:.1f} points")
-    if not (has_ci or np.isfinite(se)):
-        why.append("no CI (one seed per point) and no test-set size")
-    return (f"{at}, {win} is ahead of {lose} by {_pts(r['diff'])} points, within noise: "
-            f"{'; '.join(why)}.{flat_txt}")
+        return f"{at}, {win} beats {lose} by {_pts(r['diff'])} points{ci}.{conf}"
+    p = float(r.get("p", np.nan))
+    if np.isfinite(p):
+        why = (f"p = {p:.2g} with seed and test-set noise, not called at the family-wise "
+               f"{level:.0%} level" + (f" (Holm over {tested} budgets)" if tested > 1 else ""))
+    else:  # not judged at all: "within noise" would claim a noise estimate there is not
+        return (f"{at}, {win} is ahead of {lose} by {_pts(r['diff'])} points{ci}; not called: "
+                f"one seed per point and no --seed-sd.{conf}")
+    return (f"{at}, {win} is ahead of {lose} by {_pts(r['diff'])} points{ci}, within noise: "
+            f"{why}.{conf}")
 
 
 def leader_findings(ec: EqualCompute) -> list[str]:
-    """Which family has the best interpolated accuracy at each budget, as runs of budgets:
-    a family is named best only where another family has a value and every gap to it is
-    called; "only X measured" where X is alone."""
+    """Which family has the best accuracy at each budget, as runs of budgets: a family is
+    named best only where another family was run there and every gap to it is called;
+    "only X has a frontier run" where X alone was (the others held flat or absent)."""
     b = ec.best[np.isfinite(ec.best["acc"].to_numpy(float))]
-    if b.empty or b["family"].nunique() < 2:
+    if "basis" in b:
+        b = b[b["basis"].isin(COMPARED)]
+    if b.empty or ec.best["family"].nunique() < 2:
         return []
     pairs = _pairs(ec)
     status = []
@@ -252,20 +318,14 @@ def leader_findings(ec: EqualCompute) -> list[str]:
 
     def name(st) -> str:
         if st[0] == "only":
-            return f"only {family_label(st[1])} measured"
+            return f"only {family_label(st[1])} has a frontier run"
         if st[0] == "best":
             return family_label(st[1])
-        return f"no clear best ({', '.join(family_label(f) for f in st[1])} within noise)"
+        return f"no clear best ({', '.join(family_label(f) for f in st[1])} not called apart)"
 
     parts = [name(st) + (f" at {fmt_flops(a)}" if a == z else f" from {fmt_flops(a)} to {fmt_flops(z)}")
              for st, a, z in segs]
-    s = "Best family by budget: " + "; then ".join(parts) + "."
-    flat = sorted({f for f in b.loc[b["beyond"], "family"]} if "beyond" in b else set())
-    if flat and ec.last_run:
-        s += (" Past its last run a family keeps its best: " + ", ".join(
-            f"{family_label(f)}'s last run is at {fmt_flops(ec.last_run[f])}" for f in flat
-            if f in ec.last_run) + ".")
-    return [s]
+    return ["Best family by budget: " + "; then ".join(parts) + "."]
 
 
 def fit_findings(fits: dict[str, PowerLawFit], what: str, unit: str) -> list[str]:
@@ -346,7 +406,7 @@ def findings(study: Study, points: pd.DataFrame, ec: EqualCompute | None,
     if points.empty:
         return (["No ok train row with an accuracy: nothing to compare yet."]
                 + measure_findings(study.measure))
-    out = selection_findings(study, points) + seeds_finding(points, ec)
+    out = selection_findings(study, points) + edge_findings(study.train) + seeds_finding(points, ec)
     if points["family"].nunique() < 2:
         out.append(f"Only one family ({family_label(points['family'].iloc[0])}) has ok runs: "
                    f"no comparison between families.")

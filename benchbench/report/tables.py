@@ -12,7 +12,9 @@ import pandas as pd
 
 from benchbench.families import label as family_label
 from benchbench.report.compare import EqualCompute
-from benchbench.report.load import METRIC_LABEL, Study
+from benchbench.report.cost_findings import fmt_sig
+from benchbench.report.evidence import COMPARED
+from benchbench.report.load import METRIC_LABEL, Study, probe_data_label
 from benchbench.units import fmt_flops
 
 NA = "–"
@@ -48,7 +50,7 @@ def _fmt(v, spec: str) -> str:
     if spec == "str":
         return str(v)
     if spec.startswith("g"):
-        return f"{float(v):.{spec[1:]}g}"
+        return fmt_sig(float(v), int(spec[1:])) if np.isfinite(float(v)) else NA
     return format(float(v), spec)
 
 
@@ -92,6 +94,7 @@ def runs_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         "top-1 [%]": df["top1"] * 100,
         "top-5 [%]": df["top5"] * 100,
         "few-shot top-1 [%]": df["fewshot_top1"] * 100,
+        "few-shot data": probe_data_label(df),
         "wall [h]": df["wall_s"] / 3600,
         "MFU [%]": pd.to_numeric(df.get("mfu"), errors="coerce") * 100,
         "peak FLOP/s source": df.get("peak_flops_source"),
@@ -113,16 +116,19 @@ AXES = {  # frontier axis -> (points column, minimise x?)
 }
 
 
-def frontier_table(front: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`front`: concatenated `pareto.frontiers` with an `axis` column."""
+def frontier_table(front: pd.DataFrame, metric: str,
+                   compute: str = "train_flops") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`front`: concatenated `pareto.frontiers` with an `axis` column; `compute` names what
+    its compute column holds (pre-training FLOPs for transfer studies)."""
     mcol = metric_col(metric)
+    ccol = COL_PFLOPS if compute == "train_flops" else "pre-training compute [FLOPs]"
     raw = pd.DataFrame({
         "axis": front["axis"],
         "frontier of": front["frontier_of"].map(lambda f: "all" if f == "all" else family_label(f)),
         "model": front["model"],
         "family": front["family"].map(family_label),
         "train size [images]": front["train_size"],
-        COL_PFLOPS: front["compute"],
+        ccol: front["compute"],
         COL_IMG_S: front["infer_img_per_s"],
         COL_MEM: front["peak_mem_bytes"] / GIB,
         mcol: front["acc"] * 100,
@@ -130,7 +136,7 @@ def frontier_table(front: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.D
         "seeds": front["n_seeds"],
     }).reset_index(drop=True)
     raw = _drop_empty(raw, keep=("axis", "model", mcol))
-    specs = {"train size [images]": "int", COL_PFLOPS: "flops", COL_IMG_S: "g3", COL_MEM: "g3",
+    specs = {"train size [images]": "int", ccol: "flops", COL_IMG_S: "g3", COL_MEM: "g3",
              mcol: ".1f", "s.d. [pts]": ".2f", "seeds": "int"}
     return raw, _display(raw, specs)
 
@@ -138,12 +144,18 @@ def frontier_table(front: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.D
 def equal_compute_table(ec: EqualCompute, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     m = METRIC_LABEL.get(metric, metric)
     p = ec.pairs[ec.pairs["acc_a"].notna() | ec.pairs["acc_b"].notna()]
+    if "basis_a" in p:  # budgets where at least one of the two families was run
+        p = p[p["basis_a"].isin(COMPARED) | p["basis_b"].isin(COMPARED)]
     raw = pd.DataFrame({
         "budget [FLOPs]": p["budget"],
         "A": p["family_a"].map(family_label),
         "B": p["family_b"].map(family_label),
         f"A {m} [%]": p["acc_a"] * 100,
         f"B {m} [%]": p["acc_b"] * 100,
+        "A basis": p.get("basis_a"),
+        "B basis": p.get("basis_b"),
+        "called": p["called"].astype(bool) if "called" in p else False,
+        "p": p.get("p"),
         "A - B [pts]": p["diff"] * 100,
         "A - B CI low [pts]": p["diff_lo"] * 100,
         "A - B CI high [pts]": p["diff_hi"] * 100,
@@ -168,11 +180,13 @@ def equal_compute_table(ec: EqualCompute, metric: str) -> tuple[pd.DataFrame, pd
     disp["B compute to match A [x]"] = [bound.get(k, "") + v if v != NA else v for k, v in
                                         zip(kind if len(kind) else [""] * len(disp),
                                             disp["B compute to match A [x]"])]
-    disp["A-B sign change [FLOPs]"] = [_fmt(v, "sci") for v in raw["A-B sign change [FLOPs]"]]
-    disp["sign change 95% CI [FLOPs]"] = [_interval(lo, hi, "sci") for lo, hi in zip(
+    disp["A-B sign change [FLOPs]"] = [_fmt(v, "flops") for v in raw["A-B sign change [FLOPs]"]]
+    disp["sign change 95% CI [FLOPs]"] = [_interval(lo, hi, "flops") for lo, hi in zip(
         raw["sign change CI low [FLOPs]"], raw["sign change CI high [FLOPs]"])]
-    order = ["budget [FLOPs]", "A", "B", f"A {m} [%]", f"B {m} [%]", "A - B [pts]",
-             "A - B 95% CI [pts]", "B compute to match A [x]", "multiplier 95% CI [x]",
+    disp["called"] = ["yes" if bool(v) else "no" for v in raw["called"]]
+    disp["p"] = [_fmt(v, "g2") for v in raw["p"]]
+    order = ["budget [FLOPs]", "A", "B", f"A {m} [%]", "A basis", f"B {m} [%]", "B basis",
+             "A - B [pts]", "A - B 95% CI [pts]", "p", "called", "B compute to match A [x]", "multiplier 95% CI [x]",
              "min seeds A", "min seeds B", "A-B sign change [FLOPs]", "sign change 95% CI [FLOPs]"]
     return raw, disp[order]
 

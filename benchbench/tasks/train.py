@@ -108,9 +108,12 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     import torch
 
     from benchbench import checkpoint, curves, data, distributed, measure, models, runtime
+    from benchbench.data import augment as aug
+    from benchbench.data import augreg
     from benchbench.data.augment import recipe_name
     from benchbench.evaluate import fewshot as _fewshot
     from benchbench.evaluate import periodic, selection, selection_acc
+    from benchbench.optim import effective_lr, resolve_recipe
     from benchbench.tasks import internals_hook
     from benchbench.train import (
         Budget,
@@ -124,6 +127,14 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     wall_t0 = time.perf_counter()
 
     internals_hook.settings(cfg)  # checked before any work
+    if train_steps:  # the preset's tables (Table 6 epochs, Table 4 steps) for this model/data
+        tcfg = resolve_recipe(tcfg, row.get("model"), data_cfg.get("name"))
+    augment, reg = augreg.resolve(recipe_name(data_cfg.get("augment")), row.get("model")) \
+        if train_steps else ("none", None)
+    if cfg.eval.fewshot:
+        from benchbench.evaluate import probe_data_node
+
+        probe_data_node(cfg)  # the probe's data named and located before any training
     denv = distributed.current()  # one process: rank 0 of 1, no process group
     cap = _max_steps(cfg) if train_steps else None
     if train_steps:  # a zero or negative budget is refused before any data is loaded
@@ -160,10 +171,13 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
             f"images; lower train.batch_size (it is never changed silently)."
         )
     torch.manual_seed(seed)
-    model = models.build_model(cfg.model, ds.num_classes, image_size, ds.channels)
+    model = models.build_model(_regularised(cfg.model, tcfg, reg, row), ds.num_classes,
+                               image_size, ds.channels)
     if init_state is not None:
         from benchbench.transfer import load_for_transfer
 
+        if train_steps:  # fine-tuning: a zero-init linear head only (a probe keeps the layer)
+            models.drop_hidden_head(model)
         load_for_transfer(model, init_state, zero_head=bool(cfg.init.get("zero_head", True)))
     row["params"] = models.count_params(model)
     fl = measure.count_flops(model, image_size, ds.channels)
@@ -201,16 +215,19 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         internals_hook.measure(cfg, row, model, ds, **learned)
         return
 
-    augment = recipe_name(data_cfg.get("augment"))
     loader = loader_of("train", batch_size=int(tcfg.batch_size), augment=augment,
                        seed=seed, drop_last=True)
     budget = resolve_budget(tcfg, flops_per_image=fl["flops_per_image"],
                             steps_per_epoch=loader.steps_per_epoch)
-    warmup = warmup_steps_of(tcfg, budget.steps)  # checked on the real budget, not the cap
+    warmup = warmup_steps_of(tcfg, budget.steps, row.get("model"))  # the real budget, not the cap
     if cap is not None:  # debug=smoke: the same point, a few steps
         budget = Budget(min(budget.steps, cap), budget.global_batch)
     lr = resolve_lr(tcfg, row.get("model"))
-    row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=lr, augment=augment)
+    elr = effective_lr(tcfg, lr)  # the preset's lr is for its reference batch (train.lr_scaling)
+    rec = aug.RECIPES[augment]
+    row.update(steps=budget.steps, epochs=budget.samples / len(ds.train.y), lr=lr,
+               effective_lr=elr, augment=augment, mixup_alpha=rec.mixup_alpha or None,
+               randaug=",".join(map(str, rec.randaug)) if rec.randaug else None)
     sel = selection(tcfg, val, ds.num_classes, eval_bs, loader.steps_per_epoch, device,
                     precision, denv)
     per = periodic(cfg, lambda: _capped(test.eval_batches(eval_bs), cfg.eval.get("max_samples"),
@@ -232,7 +249,7 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     res = train(
         net, loader.iter_from, tcfg=tcfg, budget=budget, device=device, precision=precision,
         seed=seed, ckpt_path=ckpt, identity=identity, progress=bar,
-        rank=denv.rank, world_size=denv.world_size, lr=lr, warmup=warmup, selection=sel,
+        rank=denv.rank, world_size=denv.world_size, lr=elr, warmup=warmup, selection=sel,
         wall_t0=wall_t0, monitor=monitor, periodic=per,
     )
     row.update(
@@ -260,6 +277,26 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
         _fewshot(*probe)
     internals_hook.measure(cfg, row, model, ds, **learned)
     _measure_trained(cfg, row, model, denv, device, precision, image_size, ds.channels, cl, fl)
+
+
+def _regularised(mcfg: Any, tcfg: Any, reg: tuple[float, float] | None,
+                 row: dict[str, Any]) -> Any:
+    """The model config with train.dropout / train.drop_path (the recipe's; else the AugReg
+    default's `reg`) as its drop_rate / drop_path_rate; the row records the rates built."""
+    from omegaconf import OmegaConf
+
+    over = {}
+    for tkey, mkey, i in (("dropout", "drop_rate", 0), ("drop_path", "drop_path_rate", 1)):
+        v = tcfg.get(tkey)
+        if v is None and reg is not None and reg[i]:
+            v = reg[i]
+        if v is not None:
+            over[mkey] = float(v)
+    out = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(mcfg, resolve=True)), over) \
+        if over else mcfg  # a plain copy: a model file without the key takes it too
+    row.update(drop_rate=float(out.get("drop_rate") or 0.0),
+               drop_path_rate=float(out.get("drop_path_rate") or 0.0))
+    return out
 
 
 def _save_final(row: dict[str, Any], path: Path, model: Any, identity: dict[str, Any],

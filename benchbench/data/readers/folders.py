@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from benchbench.data.base import DATASETS, DatasetSpec, Split
-from benchbench.data.decode import BAD_IMAGE, decode_bytes
+from benchbench.data.decode import BAD_IMAGE, decode_bytes, decode_eval
 from benchbench.data.manifest import SampleTable, cached, fingerprint, pack_names
 from benchbench.errors import DataError
 from benchbench.registry import cfg_get as _get
@@ -123,14 +123,17 @@ def read_sample(paths: Any, i: int) -> bytes:
         return f.read()
 
 
-def _decode_split(split: Split, skip_bad: bool) -> tuple[Split, list[str]]:
-    """Decode a path split into uint8 tensors (threads: the decoders release the GIL)."""
+def _decode_split(split: Split, skip_bad: bool, eval_view: bool = False,
+                  crop_pct: float | None = None) -> tuple[Split, list[str]]:
+    """Decode a path split into uint8 tensors (threads: the decoders release the GIL);
+    eval_view: the evaluation view (shorter side to size / crop_pct, central crop)."""
     c, size = split.x.shape[1], split.x.shape[-1]
     paths = split.paths if split.paths is not None else []
 
     def one(i: int) -> torch.Tensor | None:
         try:
-            return decode_bytes(read_sample(paths, i), size, c)
+            raw = read_sample(paths, i)
+            return decode_eval(raw, size, c, crop_pct) if eval_view else decode_bytes(raw, size, c)
         except BAD_IMAGE as e:
             if not skip_bad:
                 raise DataError(f"unreadable image {paths[i]} ({e}): fix or delete it, or set "
@@ -142,6 +145,6 @@ def _decode_split(split: Split, skip_bad: bool) -> tuple[Split, list[str]]:
     ok = [i for i, a in enumerate(arrs) if a is not None]
     bad = [paths[i] for i, a in enumerate(arrs) if a is None]
     x = torch.stack([arrs[i] for i in ok]) if ok else split.x
-    return Split(x, split.y[ok]), bad
+    return Split(x, split.y[ok], eval_ready=eval_view), bad
 
 

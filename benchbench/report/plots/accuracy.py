@@ -12,19 +12,23 @@ from benchbench import families
 from benchbench.report.load import families_in, model_base
 from benchbench.report.pareto import pareto_front
 from benchbench.report.plots.common import (
+    DIP_WORDS,
     NO_TRAIN,
     Plot,
     chance_last,
     chance_line,
+    chosen_on,
     count_axis,
     draw_fit,
     figure,
     fit_legend,
     flops_axis,
     flops_note,
+    frontier_dips,
     legend_entries,
     log2_ticks,
     model_colors,
+    model_markers,
     models_in,
     pad,
     save,
@@ -53,19 +57,27 @@ def compute_accuracy(
     fig = figure(7.6, 4.2)
     ax = fig.add_subplot()
     fams = families_in(pts)
+    markers = model_markers(pts)
     lines = 0  # frontiers drawn as lines (a one-point frontier is only its marker)
+    dips = []  # families whose validation-chosen frontier goes down in test accuracy
     for f in fams:
         d = pts[pts["family"] == f]
-        color, marker, _ = families.style(f)
-        ax.errorbar(d["compute"], d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt=marker,
-                    color=color, alpha=0.75, label=families.label(f), zorder=3)
+        color = families.style(f)[0]
+        for m in models_in(d):
+            dm = d[d["model"] == m]
+            ax.errorbar(dm["compute"], dm["acc"] * 100, yerr=yerr(dm["acc_std"]),
+                        fmt=markers[m], color=color, alpha=0.75, label=m, zorder=3, gid=m)
         fr = d.iloc[pareto_front(d["compute"], selected_acc(d))]
         ax.plot(fr["compute"], fr["acc"] * 100, color=color, lw=1.3, zorder=2)
         lines += len(fr) > 1
+        if frontier_dips(fr):
+            dips.append(families.label(f))
     allf = pts.iloc[pareto_front(pts["compute"], selected_acc(pts))]
     overall = len(fams) > 1 and len(allf) > 1
     if overall:
         ax.plot(allf["compute"], allf["acc"] * 100, color="black", lw=0.8, ls="--", zorder=1)
+        if frontier_dips(allf) and not dips:
+            dips.append("overall")
     chance_words = chance_line(ax, chance)
     pad(ax)
     flops_axis(ax, "x")
@@ -74,7 +86,16 @@ def compute_accuracy(
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    handles, labels = legend_entries(ax)
+    handles, labels = [], []
+    by_label = dict(zip(*reversed(legend_entries(ax))))
+    for f in fams:  # the family (its colour), then its models (their markers)
+        handles.append(Line2D([], [], color=families.style(f)[0], lw=4, alpha=0.75))
+        labels.append(families.label(f))
+        for m in models_in(pts[pts["family"] == f]):
+            handles.append(by_label.pop(m))
+            labels.append(f"  {m}")
+    handles += list(by_label.values())  # the chance line
+    labels += list(by_label)
     if lines:
         handles.append(Line2D([], [], color="gray", lw=1.3))
         labels.append("frontier (per family)")
@@ -82,14 +103,19 @@ def compute_accuracy(
         handles.append(Line2D([], [], color="black", lw=0.8, ls="--"))
         labels.append("overall frontier")
     fit_legend(kinds, handles, labels, "power-law fit")
+    if dips:
+        handles.append(Line2D([], [], ls="none"))
+        labels.append("frontiers: picked on validation,\ndrawn at test (may dip)")
     fig.legend(*chance_last(handles, labels), loc="outside right upper")
     plot.files = save(fig, out, plot.name, formats)
     fit_words = {"trusted": "dotted: saturating power-law fit with its 95% band",
                  "untrusted": "faded dotted, no band: a fit that is not trustworthy (see the fits table)"}
     plot.caption = (f"As the paper's Figure 5: {subject(ylabel).lower()} against "
-                    f"{xlabel.split(' [')[0].lower()} (log; {flops_note()}), one colour and marker "
-                    f"per family" + ("; solid lines: each family's Pareto frontier" if lines else "")
+                    f"{xlabel.split(' [')[0].lower()} (log; {flops_note()}), one colour per "
+                    f"family and one marker per model"
+                    + ("; solid lines: each family's Pareto frontier" if lines else "")
                     + ("; dashed: overall" if overall else "")
+                    + (f"; frontier points are {DIP_WORDS} ({', '.join(dips)})" if dips else "")
                     + "".join(f"; {fit_words[k]}" for k in ("trusted", "untrusted") if k in kinds)
                     + (f"; {chance_words}" if chance_words else "")
                     + f"; {seed_note(pts)}.")
@@ -112,8 +138,8 @@ def dataset_size(
         plot.skipped = ("every ok train row uses the same training-set size"
                         if len(sizes) else "no ok train row records its training-set size")
         return plot
-    idx = pts.groupby(["model", "train_size"])["acc"].idxmax()
-    best = pts.loc[idx.to_numpy()]
+    idx = pts.assign(_s=selected_acc(pts)).groupby(["model", "train_size"])["_s"].idxmax()
+    best = pts.loc[idx.to_numpy()]  # chosen on validation where the rows have it
     colors = model_colors(best)
     fig = figure(7.6, 4.2)
     ax = fig.add_subplot()
@@ -147,6 +173,7 @@ def dataset_size(
     plot.caption = (f"As the paper's Figures 3/4: {subject(ylabel).lower()} against "
                     f"training-set size (log), one line per model "
                     f"{note + ', ' if note else ''}best over the other settings at each size"
+                    f"{chosen_on(best)}"
                     f"{fit_words}" + (f"; {chance_words}" if chance_words else "")
                     + f"; {seed_note(best)}.")
     return plot
@@ -170,7 +197,8 @@ def patch_size(points: pd.DataFrame, out: Path, formats: Sequence[str],
     img = v["image_size"].mode().iloc[0] if v["image_size"].notna().any() else np.nan
     if np.isfinite(img):
         v = v[v["image_size"] == img]
-    best = v.loc[v.groupby(["base", "patch_size"])["acc"].idxmax().to_numpy()]
+    best = v.loc[v.assign(_s=selected_acc(v)).groupby(["base", "patch_size"])["_s"].idxmax()
+                 .to_numpy()]  # chosen on validation where the rows have it
     colors = model_colors(best.assign(model=best["base"]))
     fig = figure(8.4, 3.6)
     ax1, ax2 = fig.subplots(1, 2)
@@ -191,7 +219,8 @@ def patch_size(points: pd.DataFrame, out: Path, formats: Sequence[str],
     px = f" at {int(img)} px" if np.isfinite(img) else ""
     plot.title += px
     plot.files = save(fig, out, plot.name, formats)
-    plot.caption = (f"ViT patch size against accuracy (left; best over the other settings) and "
+    plot.caption = (f"ViT patch size against accuracy (left; best over the other settings"
+                    f"{chosen_on(best)}) and "
                     f"forward compute per image (right; {flops_note()}){px}, one line per ViT "
                     f"size" + (f"; {chance_words}" if chance_words else "")
                     + f"; {seed_note(best)}.")

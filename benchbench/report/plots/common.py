@@ -69,6 +69,31 @@ def model_colors(df: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+EXTRA_MARKERS = ("D", "v", "P", "X", "*", "h", "<", ">", "p", "d")  # after the family's own
+
+
+def model_markers(df: pd.DataFrame) -> dict[str, str]:
+    """One marker per model: the family's marker for its first model (by params), then
+    others, so two models of one family (ViT-B/16 and ViT-B/32) never share a marker."""
+    out = {}
+    for f in families_in(df):
+        own = families.style(f)[1]
+        extra = [m for m in EXTRA_MARKERS if m != own]
+        ms = models_in(df[df["family"] == f])
+        out.update({m: own if i == 0 else extra[(i - 1) % len(extra)] for i, m in enumerate(ms)})
+    return out
+
+
+def frontier_dips(fr: pd.DataFrame) -> bool:
+    """True when a frontier chosen on validation goes down in the accuracy it is drawn at."""
+    return ("selected_on" in fr and (fr["selected_on"] == "validation").any()
+            and bool((np.diff(fr["acc"].to_numpy(float)) < -1e-12).any()))
+
+
+DIP_WORDS = ("chosen on validation accuracy and drawn at test accuracy, so a frontier can go "
+             "down where a run that was better on validation is worse on test")
+
+
 def models_in(df: pd.DataFrame) -> list[str]:
     d = df.assign(_f=df["family"].map(families.sort_key))
     d = d.groupby("model").agg(f=("_f", "first"), p=("params", "median")).reset_index()
@@ -225,6 +250,12 @@ def count_axis(ax, values: Sequence[float], which: str = "x") -> None:
 
 def flops_note() -> str:
     return FLOPS_NOTE
+
+
+def chosen_on(d: pd.DataFrame) -> str:
+    """Caption words for what a 'best' point was chosen on."""
+    val = "selected_on" in d and (d["selected_on"] == "validation").any()
+    return " (chosen on validation accuracy)" if val else " (chosen on test accuracy: no validation split)"
 
 
 def selected_acc(d):

@@ -10,6 +10,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLo
 
 from benchbench import families
 from benchbench.report.compare import EqualCompute
+from benchbench.report.evidence import COMPARED
 from benchbench.report.load import families_in
 from benchbench.report.plots.common import (
     PAIR_COLORS,
@@ -42,30 +43,48 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
     ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True)
     b = ec.best[np.isfinite(ec.best["acc"].to_numpy(float))]
     for f in families_in(b):
-        d = b[b["family"] == f]
+        d = b[b["family"] == f].sort_values("budget")
         color, marker, _ = families.style(f)
+        run, held = held_split(d)
         err = None
-        if ec.bootstrapped:
-            err = np.vstack([(d["acc"] - d["acc_lo"]) * 100, (d["acc_hi"] - d["acc"]) * 100])
+        if ec.bootstrapped and len(run):
+            err = np.vstack([(run["acc"] - run["acc_lo"]) * 100, (run["acc_hi"] - run["acc"]) * 100])
             err = np.nan_to_num(np.clip(err, 0, None))
-        ax1.errorbar(d["budget"], d["acc"] * 100, yerr=err, fmt=marker + "-", color=color,
-                     label=families.label(f))
+        if len(run):
+            ax1.errorbar(run["budget"], run["acc"] * 100, yerr=err, fmt=marker + "-", color=color,
+                         label=families.label(f))
+        if len(held):  # past the last run: the best held flat, not measured
+            hx = np.concatenate([run["budget"].tail(1), held["budget"]])
+            hy = np.concatenate([run["acc"].tail(1), held["acc"]]) * 100
+            ax1.plot(hx, hy, "--", color=color, lw=1.2,
+                     label=f"{families.label(f)}: held flat past its frontier")
     ax1.set_ylabel(f"best {metric_label} at budget [%]")
+    allp = ec.pairs
     pairs = list(dict.fromkeys(zip(p["family_a"], p["family_b"])))
     for k, (fa, fb) in enumerate(pairs):
         d = p[(p["family_a"] == fa) & (p["family_b"] == fb)]
         color = PAIR_COLORS[k % len(PAIR_COLORS)]
         shift = 10 ** (0.015 * (k - (len(pairs) - 1) / 2))  # side by side, not on top
         lab = f"{families.label(fa)} - {families.label(fb)}"
-        err = _err(d["diff"], d["diff_lo"], d["diff_hi"], 100)
-        ax2.errorbar(d["budget"] * shift, d["diff"] * 100, yerr=err, fmt="o-", color=color, label=lab)
-        dm = d[np.isfinite(d["multiplier"].to_numpy(float))]
+        comp = d[d["compared"].astype(bool)] if "compared" in d else d
+        other = d.drop(comp.index)
+        if len(comp):
+            err = _err(comp["diff"], comp["diff_lo"], comp["diff_hi"], 100)
+            ax2.errorbar(comp["budget"] * shift, comp["diff"] * 100, yerr=err, fmt="o-",
+                         color=color, label=lab)
+        if len(other):  # one family held flat there: a gap of no measured pair
+            ax2.plot(other["budget"] * shift, other["diff"] * 100, "o", mfc="none", ls="none",
+                     color=color, label=f"{lab}: not compared (held flat)")
+        dm = comp[np.isfinite(comp["multiplier"].to_numpy(float))]
         if not dm.empty:
             ax3.errorbar(dm["budget"] * shift, dm["multiplier"],
                          yerr=_err(dm["multiplier"], dm["mult_lo"], dm["mult_hi"], 1), fmt="o-",
                          color=color, label=f"{families.label(fb)} to match {families.label(fa)}")
+        da = allp[(allp["family_a"] == fa) & (allp["family_b"] == fb)]
+        if "basis_a" in da:  # a bound on matching a value held flat bounds nothing
+            da = da[da["basis_a"].isin(COMPARED)]
         for kind, marker, word in (("<=", "v", "at most"), (">=", "^", "at least")):
-            db = d[(d["mult_kind"] == kind) & np.isfinite(d["mult_bound"].to_numpy(float))]
+            db = da[(da["mult_kind"] == kind) & np.isfinite(da["mult_bound"].to_numpy(float))]
             if not db.empty:  # a frontier ends: only a bound, drawn open and pointing its way
                 ax3.plot(db["budget"] * shift, db["mult_bound"], marker, mfc="none", ls="none",
                          color=color, label=f"{families.label(fb)} to match "
@@ -78,7 +97,7 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
     for ax in (ax1, ax2, ax3):
         pad(ax)
     ax3.axhline(1, color="black", lw=0.8)
-    _multiplier_axis(ax3, p)
+    _multiplier_axis(ax3, allp)
     ax3.set_ylabel("compute multiplier [x]")
     if ax3.get_legend_handles_labels()[0]:  # the 1x line alone carries no label
         ax3.legend(**OUTSIDE)
@@ -88,16 +107,28 @@ def equal_compute_plot(ec: EqualCompute, out: Path, formats: Sequence[str],
     flops_axis(ax3, "x")
     what = "training" if compute == "train_flops" else "pre-training"
     ax3.set_xlabel(f"{what[:1].upper() + what[1:]} compute budget [FLOPs]")
-    ci = "95% bootstrap CI over seeds" if ec.bootstrapped else "one seed per point, so no CI"
+    ci = ("error bars: 95% CI of the seed mean at the budget (t interval over seeds"
+          + (", seed s.d. given with --seed-sd" if ec.seed_sd is not None else "")
+          + "; not the ±1 s.d. of the accuracy-vs-compute figure)" if ec.bootstrapped
+          else "one seed per point, so no CI")
     plot.files = save(fig, out, plot.name, formats)
     plot.caption = (f"Top: each family's best {metric_label} at each {what} budget (interpolated "
-                    f"on its frontier in log-compute, held flat past a family's last run, never "
-                    f"extrapolated below its first)"
+                    f"on its frontier in log-compute, never extrapolated below its first run; "
+                    f"dashed: past its last frontier run, its best held flat, not measured)"
                     + (f"; {chance_words}" if chance_words else "")
-                    + "; middle: pairwise difference; bottom: how many times the budget family B "
+                    + "; middle: pairwise difference (open circles: not compared, one family "
+                    "held flat); bottom: how many times the budget family B "
                     f"needs to match family A (open triangles: only a bound, where a frontier "
                     f"ends; pointing down: at most, up: at least); {ci}; {flops_note()}.")
     return plot
+
+
+def held_split(d: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A family's budgets with a measured basis (run, interpolated) and those held flat."""
+    if "basis" not in d:
+        return d, d.iloc[:0]
+    held = d["basis"] == "held"
+    return d[~held], d[held]
 
 
 def _multiplier_axis(ax, p: pd.DataFrame) -> None:

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from benchbench import families
 from benchbench.report.load import families_in
@@ -12,6 +13,7 @@ from benchbench.report.pareto import pareto_front
 from benchbench.report.plots.common import (
     NO_TRAIN,
     Plot,
+    chance_last,
     chance_line,
     figure,
     legend_entries,
@@ -26,6 +28,32 @@ from benchbench.report.plots.common import (
     selected_acc,
     yerr,
 )
+
+
+def _frontier(ax, x, y, color) -> bool:
+    """A family's frontier: its runs ringed, joined by a line when there are two or more.
+    Returns whether a line was drawn."""
+    ax.plot(x, y, ls="none", marker="o", ms=11, mfc="none", mec=color, mew=0.9, gid="frontier")
+    if len(x) > 1:
+        ax.plot(x, y, color=color, lw=1.3)
+    return len(x) > 1
+
+
+def _legend_with_ring(fig, axes) -> None:
+    handles, labels = legend_entries(*axes)
+    ring = Line2D([], [], ls="none", marker="o", ms=11, mfc="none", mec="0.3", mew=0.9)
+    fig.legend(*chance_last(handles + [ring], labels + ["frontier run"]),
+               loc="outside right upper")
+
+
+def _frontier_words(lines: list[str], single: list[str]) -> str:
+    """What the caption may promise: lines only where drawn, rings for every frontier run."""
+    w = "ringed: each family's Pareto-frontier runs"
+    if lines:
+        w += f"; lines join them ({', '.join(lines)})"
+    if single:
+        w += f"; {', '.join(single)}: a frontier of one run, so no line"
+    return w
 
 
 def throughput_batch(measure: pd.DataFrame, out: Path, formats: Sequence[str]) -> Plot:
@@ -98,23 +126,26 @@ def wall_time(points: pd.DataFrame, out: Path, formats: Sequence[str],
     pts = pts.assign(device_hours=pts["device_hours"] * scale)
     fig = figure()
     ax = fig.add_subplot()
+    lines, single = [], []
     for f in families_in(pts):
         d = pts[pts["family"] == f]
         color, marker, _ = families.style(f)
         ax.errorbar(d["device_hours"], d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt=marker,
                     color=color, alpha=0.75, label=families.label(f))
         fr = d.iloc[pareto_front(d["device_hours"], selected_acc(d))]
-        ax.plot(fr["device_hours"], fr["acc"] * 100, color=color, lw=1.3)
+        drawn = _frontier(ax, fr["device_hours"], fr["acc"] * 100, color)
+        (lines if drawn else single).append(families.label(f))
     chance_words = chance_line(ax, chance)
     pad(ax)
     ax.set_xscale("log")
     plain_log(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    fig.legend(*legend_entries(ax), loc="outside right upper")
+    _legend_with_ring(fig, [ax])
     plot.files = save(fig, out, plot.name, formats)
-    plot.caption = (f"Accuracy against the run's wall time x number of devices ({devs}); lines: "
-                    f"each family's frontier" + (f"; {chance_words}" if chance_words else "")
+    plot.caption = (f"Accuracy against the run's wall time x number of devices ({devs}); "
+                    + _frontier_words(lines, single)
+                    + (f"; {chance_words}" if chance_words else "")
                     + f"; {seed_note(pts)}.")
     return plot
 
@@ -138,6 +169,7 @@ def speed_memory(points: pd.DataFrame, out: Path, formats: Sequence[str],
                       else "Accuracy vs peak memory")
     fig = figure(4.2 * len(panels) + 1.8, 3.8)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    lines, single = [], []
     for ax, (col, lab, mini, scale) in zip(axes, panels):
         for f in families_in(points):
             d = points[(points["family"] == f) & points[col].notna()]
@@ -147,19 +179,26 @@ def speed_memory(points: pd.DataFrame, out: Path, formats: Sequence[str],
             ax.errorbar(d[col] * scale, d["acc"] * 100, yerr=yerr(d["acc_std"]), fmt=marker,
                         color=color, alpha=0.75, label=families.label(f))
             fr = d.iloc[pareto_front(d[col], selected_acc(d), minimize_x=mini)]
-            ax.plot(fr[col] * scale, fr["acc"] * 100, color=color, lw=1.3)
+            drawn = _frontier(ax, fr[col] * scale, fr["acc"] * 100, color)
+            name = families.label(f) + (f" ({lab.split(' [')[0].lower()})"
+                                        if len(panels) > 1 else "")
+            (lines if drawn else single).append(name)
         chance_words = chance_line(ax, chance)
         pad(ax)
         ax.set_xscale("log")
         plain_log(ax)
         ax.set_xlabel(lab + (" (higher is better)" if not mini else " (lower is better)"))
         ax.set_ylabel(ylabel)
-    merged_legend(fig, axes)
+    _legend_with_ring(fig, axes)
     plot.files = save(fig, out, plot.name, formats)
     filled = bool(points.get("speed_from_measure", pd.Series(dtype=bool)).any())
-    plot.caption = ("Accuracy against inference throughput and peak memory, lines: each "
-                    "family's Pareto frontier"
+    drawn = " and ".join(lab.split(" [")[0].lower() for _, lab, _, _ in panels)
+    missing = [w for c, w in (("infer_img_per_s", "inference throughput"),
+                              ("peak_mem_bytes", "peak memory")) if c not in
+               {p[0] for p in panels}]
+    plot.caption = (f"Accuracy against {drawn}; " + _frontier_words(lines, single)
+                    + (f"; {' and '.join(missing)} not drawn: no row records it" if missing else "")
                     + ("; throughput/memory of trained models taken from measure rows of the same "
                        "model and input size where the train row has none" if filled else "")
-                    + (f"; {chance_words}" if chance_words else "") + ".")
+                    + (f"; {chance_words}" if chance_words else "") + f"; {seed_note(points)}.")
     return plot
