@@ -24,6 +24,11 @@ class ResultsError(BenchbenchError):
     """A results file or directory cannot be read or written."""
 
 
+class NoRowError(BenchbenchError):
+    """The point has nothing to record (task=replay matched no row in its pool): no row is
+    written, so benchbench-status lists the point as missing."""
+
+
 def closest_first(name: str, valid: Iterable[str]) -> list[str]:
     """Valid names ordered by similarity to `name` (closest first), then alphabetically."""
     valid = sorted(set(valid))

@@ -56,7 +56,9 @@ def key_tree(conf_dir: str) -> dict[str, Any]:
     for g in _MOUNTED:
         groups[g] = {}
         for f in sorted((conf / g).glob("*.yaml")):
-            _merge(groups[g], {k: v for k, v in _load(f).items() if k != "defaults"})
+            keys = {k: v for k, v in _load(f).items() if k != "defaults"}
+            # a `@package _global_` option (task=replay) sets top-level keys (replay.pool)
+            _merge(tree if _global(f) else groups[g], keys)
     for g in _MOUNTED:  # `- /data@finetune.data: x` in a group file mounts a whole group
         for f in sorted((conf / g).glob("*.yaml")):
             for entry in _load(f).get("defaults") or []:
@@ -72,6 +74,10 @@ def key_tree(conf_dir: str) -> dict[str, Any]:
         tree.setdefault(g, {})
         _merge(tree[g], _as_plain(sub))
     return tree
+
+
+def _global(path: Path) -> bool:
+    return path.read_text().lstrip().startswith("# @package _global_")
 
 
 def _as_plain(tree: dict[str, Any]) -> dict[str, Any]:

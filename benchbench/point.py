@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchbench.errors import BenchbenchError, ResultsError
+from benchbench.errors import BenchbenchError, NoRowError, ResultsError
 from benchbench.paths import abs_path as abs_path  # callers use point.abs_path
 from benchbench.summary_line import one_line
 
@@ -46,7 +46,8 @@ def resolved_config(cfg: Any, fingerprint: bool = True) -> dict[str, Any]:
 
     from benchbench import families, models
 
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    if "hydra" in cfg:  # the copy is most of the cost: benchbench-plan's configs have no hydra
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     d = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if (d.get("model") or {}).get("variant"):
         # a paper name ("ViT-B/16") is the same point as its name + patch size
@@ -183,6 +184,7 @@ def _run_claimed(cfg: Any, d: dict[str, Any], run_id: str, rdir: Path, *,
     )
     user_error = False
     live = wandb_log.PointRun(cfg, run_id, enabled=rank0)  # started when training starts
+    missing = None
     try:
         if early is not None:
             raise early
@@ -192,6 +194,8 @@ def _run_claimed(cfg: Any, d: dict[str, Any], run_id: str, rdir: Path, *,
             task(cfg, row, rdir=rdir, run_id=run_id,
                  identity=results.redact(results.identity_config(d)), run_stage=run_task_to_row)
         row["status"] = row.get("status") or "ok"  # measure may have set "oom" itself
+    except NoRowError as e:  # task=replay matched nothing: no row, the point stays missing
+        missing = str(e)
     except KeyboardInterrupt as e:
         # Ctrl-C / preemption: with a checkpoint a relaunch resumes, and no row is written;
         # without one (unwritable checkpoint dir, or stopped outside training) a row says so
@@ -219,6 +223,9 @@ def _run_claimed(cfg: Any, d: dict[str, Any], run_id: str, rdir: Path, *,
         finally:  # the row as the wandb run's summary; no status: resumable (interrupted)
             live.end(row)
     distributed.barrier()  # the row exists before any rank goes on (transfer reads it)
+    if missing is not None:
+        print(f"benchbench: missing: {missing}", file=sys.stderr)
+        return {**summary, "status": "missing", "error": missing, "user_error": True}, None
     summary.update(status=row["status"], error=row.get("error"), user_error=user_error)
     _say(one_line(row, path), quiet=not rank0)
     if row["status"] != "ok" and rank0:

@@ -42,6 +42,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "val_top1", "val_size", "augment", "best_step", "stopped_early", "prior_wall_s",
     "fewshot_dataset", "fewshot_per_draw", "peak_flops_source", "threads", "error_type",
     "slurm_job_id", "slurm_array_task_id", "log_path", "weights_path",
+    "replayed_from",  # task=replay: the pool row this row was copied from
     "effective_lr", "drop_rate", "drop_path_rate", "randaug", "mixup_alpha",
 )
 # What the model learned (benchbench.internals, paper Figure 7); null where it does not apply.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from benchbench.registry import Registry
-from benchbench.tasks import measure, probe, train, transfer
+from benchbench.tasks import measure, probe, replay, train, transfer
 
 Task = Callable[..., None]
 
@@ -19,3 +19,4 @@ TASKS.register("train", train.run)
 TASKS.register("measure", measure.run)
 TASKS.register("transfer", transfer.run)
 TASKS.register("probe", probe.run)
+TASKS.register("replay", replay.run)
