@@ -42,7 +42,11 @@ def test_checkpoint_dir_holds_last_and_final_and_every_reader_finds_them(run_cli
     rid = want["run_id"]  # results.checkpoint_dir is not in the run_id
     assert (scratch / rid / "last.pt").is_file() and not (rdir / "ckpt").exists()
     assert "last.pt (relaunch resumes)" in capsys.readouterr().err
-    assert status.main([*TINY, f"results.dir={rdir}", *over]) == 0  # a fresh last.pt: running
+    # the run exited, so its claim is gone: interrupted (a relaunch resumes), not running
+    assert status.main([*TINY, f"results.dir={rdir}", *over]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 points: 1 interrupted"
+    # without claims, a fresh last.pt in the checkpoint_dir (not results.dir) means running
+    assert status.main([*TINY, f"results.dir={rdir}", *over, "study.claims=false"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "1 points: 1 running"
 
     code, _ = run_cli(*over)  # resumes from the checkpoint_dir's last.pt
