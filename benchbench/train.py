@@ -173,6 +173,8 @@ def train(
     prior_train_s = prior_wall_s = 0.0
     wall_t0 = time.perf_counter() if wall_t0 is None else wall_t0
     has_ckpt = ckpt_path is not None and ckpt_path.exists()
+    # its folder is this run's (made by it, or holding its last.pt): removed once empty at the end
+    own_dir = ckpt_path is not None and (has_ckpt or not ckpt_path.parent.exists())
     if dist_on:  # rank 0 decides (a shared filesystem may answer ranks differently)
         has_ckpt = distributed.broadcast_object(has_ckpt)
     if has_ckpt:
@@ -327,8 +329,8 @@ def train(
     if ckpt_path is not None and main:
         with contextlib.suppress(OSError):
             ckpt_path.unlink()  # finished: the row is the record now (step-<k>.pt stay)
-        parent = ckpt_path.parent.parent  # <results.dir>/ckpt by default: made by this run too
-        remove_empty(ckpt_path.parent, *([parent] if parent.name == "ckpt" else []))
+        if own_dir:  # never a folder the caller made (and keeps using)
+            remove_empty(ckpt_path.parent)
     return TrainResult(
         steps=ran, samples_seen=ran * budget.global_batch, final_loss=final,
         train_wall_s=prior_train_s + t_end - t_start, train_img_per_s=img_s,

@@ -43,11 +43,20 @@ def _ok_train_rows(study: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def fmc_page(tmp_path_factory):
-    return _report(STUDY, tmp_path_factory.mktemp("fmc") / "report")
+def fmc_study(tmp_path_factory):
+    """A copy of the committed study: the page and what it is checked against are read from
+    one snapshot, even while a re-run of the study adds rows to results/."""
+    dst = tmp_path_factory.mktemp("fmc_study") / STUDY.name
+    shutil.copytree(STUDY, dst, ignore=shutil.ignore_patterns("report", "logs", "claims"))
+    return dst
 
 
-def test_report_html_is_self_contained(fmc_page):
+@pytest.fixture(scope="module")
+def fmc_page(fmc_study, tmp_path_factory):
+    return _report(fmc_study, tmp_path_factory.mktemp("fmc") / "report")
+
+
+def test_report_html_is_self_contained(fmc_page, fmc_study):
     """Every script is inline (no src=, no http), and the page holds one plotted run per row
     and the curve of every run that has one."""
     text = fmc_page.read_text()
@@ -56,12 +65,12 @@ def test_report_html_is_self_contained(fmc_page):
     page = re.sub(r"<script>.*?</script>", "", text, count=1, flags=re.S)  # minus plotly.js
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     data = _page_data(fmc_page)
-    rows = _ok_train_rows(STUDY)
+    rows = _ok_train_rows(fmc_study)
     ids = {r["run_id"] for r in rows}
     plotted = [c[0] for t in data["fig_ca"]["data"] if t["meta"]["kind"] == "run"
                for c in t["customdata"]]
     assert sorted(plotted) == sorted(ids)
-    assert set(data["curves"]) == {p.stem for p in (STUDY / "metrics").glob("*.csv")} & ids
+    assert set(data["curves"]) == {p.stem for p in (fmc_study / "metrics").glob("*.csv")} & ids
     for t in data["fig_ca"]["data"]:  # each family's frontier is drawn
         assert t["meta"]["kind"] in ("run", "mean", "frontier")
     assert {t["meta"]["family"] for t in data["fig_ca"]["data"] if t["meta"]["kind"] == "frontier"} \
@@ -234,7 +243,7 @@ def check_in_browser(page_path: Path, screenshot: Path | None = None) -> dict:
     return seen
 
 
-def test_page_in_a_real_browser(fmc_page, tmp_path):
+def test_page_in_a_real_browser(fmc_page, fmc_study, tmp_path):
     """From file:// in headless chromium: no console error, no request but the file itself,
     one point per row, a hover names its run_id and a click draws that run's curve."""
     why = _browser_missing()
@@ -243,15 +252,15 @@ def test_page_in_a_real_browser(fmc_page, tmp_path):
     seen = check_in_browser(fmc_page, tmp_path / "shot.png")
     assert seen["errors"] == []
     assert seen["requests"] == [fmc_page.resolve().as_uri()]
-    assert seen["points"] == seen["rows"] == len(_ok_train_rows(STUDY))
+    assert seen["points"] == seen["rows"] == len(_ok_train_rows(fmc_study))
     assert seen["target"] in seen["hover"]
     assert set(seen["curve_runs"]) == {seen["target"]}
-    curve = pd.read_csv(STUDY / "metrics" / f"{seen['target']}.csv")
+    curve = pd.read_csv(fmc_study / "metrics" / f"{seen['target']}.csv")
     assert seen["curve_points"] == len(curve)
     assert seen["cmd"].startswith("benchbench model=")
     assert (tmp_path / "shot.png").stat().st_size > 10_000
     assert seen["sorted"] == sorted(seen["sorted"]) and len(seen["sorted"]) == seen["rows"]
-    others = [r for r in _ok_train_rows(STUDY) if r["family"] != seen["family_off"]]
+    others = [r for r in _ok_train_rows(fmc_study) if r["family"] != seen["family_off"]]
     assert seen["points_after_toggle"] == len(others) > 0  # a family ticked off: its points go
 
 

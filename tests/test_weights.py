@@ -42,7 +42,11 @@ def test_checkpoint_dir_holds_last_and_final_and_every_reader_finds_them(run_cli
     rid = want["run_id"]  # results.checkpoint_dir is not in the run_id
     assert (scratch / rid / "last.pt").is_file() and not (rdir / "ckpt").exists()
     assert "last.pt (relaunch resumes)" in capsys.readouterr().err
-    assert status.main([*TINY, f"results.dir={rdir}", *over]) == 0  # a fresh last.pt: running
+    # the run exited, so its claim is gone: interrupted (a relaunch resumes), not running
+    assert status.main([*TINY, f"results.dir={rdir}", *over]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 points: 1 interrupted"
+    # without claims, a fresh last.pt in the checkpoint_dir (not results.dir) means running
+    assert status.main([*TINY, f"results.dir={rdir}", *over, "study.claims=false"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "1 points: 1 running"
 
     code, _ = run_cli(*over)  # resumes from the checkpoint_dir's last.pt
@@ -202,3 +206,24 @@ def test_transfer_pretraining_weights_go_to_the_checkpoint_dir(run_cli, tmp_path
     assert code == 2
     failed = next(r for r in _rows(rdir) if r["status"] == "failed")
     assert f"its weights ({pre['weights_path']}) do not" in failed["error"]
+
+
+def test_train_leaves_the_folder_it_was_handed(tmp_path):
+    # a finished run deletes its last.pt but not a folder it did not make (the caller writes there)
+    from benchbench.train import Budget, train
+
+    tc = OmegaConf.create({"optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.0, "batch_size": 4,
+                           "warmup_frac": 0.0, "schedule": "cosine", "label_smoothing": 0.0,
+                           "grad_clip": 1.0, "checkpoint_every_s": 0})
+
+    def batches(start):
+        for step in itertools.count(start):
+            g = torch.Generator().manual_seed(step)
+            x = torch.randn(4, 3, generator=g)
+            yield x, (x[:, 0] > 0).long()
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    train(torch.nn.Linear(3, 2), batches, tcfg=tc, budget=Budget(3, 4), device=torch.device("cpu"),
+          progress=False, seed=0, ckpt_path=folder / "last.pt", identity={"m": 1})
+    assert folder.is_dir() and not (folder / "last.pt").exists()

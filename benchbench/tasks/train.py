@@ -263,6 +263,10 @@ def fit(cfg: Any, row: dict[str, Any], *, data_cfg: Any, tcfg: Any, rdir: Path, 
     )
     if tcfg.get("save_final") and denv.is_main:
         _save_final(row, ckpt.with_name("final.pt"), model, identity, res.steps)
+    if denv.is_main:  # finished: no empty <run_id>/ (nor default ckpt/) left; the caller's
+        # layout, so train() itself never removes a folder it was handed
+        default = not cfg.results.get("checkpoint_dir")
+        checkpoint.remove_empty(ckpt.parent, *([ckpt.parent.parent] if default else []))
 
     # under DDP: the bare model (no DDP collectives in forward), counts summed across ranks
     ev = evaluate(model if denv.enabled else net,
