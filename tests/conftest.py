@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,14 @@ def signal_at(monkeypatch, signum: int, step: int = 1) -> None:
         return real(*a, **k, on_step=hook)
 
     monkeypatch.setattr(train_mod, "train", train)
+
+
+def wait_for(what, timeout: float = 90.0, poll: float = 0.02):
+    """Poll `what()` until it returns something true (returned), or fail naming its docstring."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = what()
+        if got:
+            return got
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what.__doc__}")

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from torch import nn
 
-from benchbench import cli, families, models
+from benchbench import cli, families, launch_checks, models
 from benchbench.families import FAMILIES, Family, resolve
 from benchbench.models import MODELS, ModelSpec
 from benchbench.report import plots
@@ -81,6 +81,7 @@ def toy_family(tmp_path, monkeypatch):
     shutil.copytree(CONF, conf)
     (conf / "model" / "toy_tiny.yaml").write_text(TOY_YAML)
     monkeypatch.setattr(cli, "CONF_DIR", conf)  # the package's configs plus the new file
+    monkeypatch.setattr(launch_checks, "CONF_DIR", conf)  # where the override checks look
     return conf
 
 

@@ -8,24 +8,15 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import TINY, wait_for
 
 # 30 steps of ~50 ms, a checkpoint every 0.2 s: both signals land mid-training
 POINT = ["train.steps=30", "threads=1", "eval.internals=false", "train.checkpoint_every_s=0.2"]
 
 
-def _wait(what, timeout: float = 90.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = what()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what.__doc__}")
 
 
 def test_sigterm_then_usr2_under_submitit_requeues_and_resumes_to_the_same_row(tmp_path,
@@ -47,7 +38,7 @@ def test_sigterm_then_usr2_under_submitit_requeues_and_resumes_to_the_same_row(t
             return (claim is not None and next(rdir.glob("ckpt/*/last.pt"), None) is not None
                     and json.loads(claim.read_text()))
 
-        claim = _wait(claimed_with_a_checkpoint)
+        claim = wait_for(claimed_with_a_checkpoint)
         job_err = Path(claim["log_path"]).with_name(f"{claim['job']}_0_log.err")
         os.kill(claim["pid"], signal.SIGTERM)  # the job process, not the launcher
 
@@ -55,7 +46,7 @@ def test_sigterm_then_usr2_under_submitit_requeues_and_resumes_to_the_same_row(t
             """benchbench's SIGTERM line in the job's log"""
             return re.search(r"SIGTERM at step (\d+) under submitit", job_err.read_text())
 
-        term_step = int(_wait(sigterm_line).group(1))
+        term_step = int(wait_for(sigterm_line).group(1))
         os.kill(claim["pid"], 0)  # still alive: SIGTERM did not stop it
         os.kill(claim["pid"], signal.SIGUSR2)
         code, ref = run_cli(*POINT, results=tmp_path / "ref")  # while the job is requeued

@@ -703,14 +703,16 @@ def test_secrets_never_reach_rows_logs_or_stored_configs(run_cli, capsys, monkey
 def test_wandb_offline_or_disabled_needs_no_account_and_stores_no_secret(run_cli, capsys,
                                                                          monkeypatch, tmp_path,
                                                                          mode):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     for k in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     (tmp_path / "wb").mkdir()
+    wandb.teardown()  # wandb reads WANDB_DIR once per process: forget an earlier test's
     code, rdir = run_cli(*QUICK, "wandb.enabled=true", f"wandb.mode={mode}",
                          f"+wandb.api_key={SECRETS[0]}")
+    wandb.teardown()
     err = capsys.readouterr().err
     assert code == 0 and "wandb logging failed" not in err, err
     assert one_row(rdir)["status"] == "ok"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import TINY, wait_for
 
 from benchbench import results, status
 
@@ -21,14 +21,6 @@ LONG = [*TINY, "train.steps=100000", "train.log_every=1", "threads=1", "eval.int
         "train.checkpoint_every_s=0.2"]
 
 
-def _wait(what, timeout: float = 90.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = what()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what.__doc__}")
 
 
 def _state(launch: list[str], capsys) -> tuple[str, str]:
@@ -63,7 +55,7 @@ def test_status_says_running_then_interrupted_after_ctrl_c_and_after_kill_9(tmp_
 
     proc = _start(rdir, tmp_path)
     try:
-        claim = _wait(claimed_with_a_checkpoint)
+        claim = wait_for(claimed_with_a_checkpoint)
         line, only = _state(launch, capsys)
         assert line.startswith(f"running     {run_id}"), line
         assert f"host {claim['host']}" in line and f"pid {proc.pid}" in line and "at step " in line
@@ -85,7 +77,7 @@ def test_status_says_running_then_interrupted_after_ctrl_c_and_after_kill_9(tmp_
             claim = next(rdir.glob("claims/*.json"), None)
             return claim is not None and json.loads(claim.read_text()).get("pid") == proc.pid
 
-        _wait(claimed)
+        wait_for(claimed)
         assert status.main(launch) == 0 and "running " in capsys.readouterr().out
         proc.kill()
         proc.communicate(timeout=60)

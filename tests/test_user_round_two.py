@@ -155,7 +155,9 @@ def test_wandb_gets_no_deprecation_warning(run_cli, capfd, monkeypatch, tmp_path
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     (tmp_path / "wb").mkdir()
+    wandb.teardown()  # wandb reads WANDB_DIR once per process: forget an earlier test's
     code, _ = run_cli(*QUICK, "wandb.enabled=true", "wandb.mode=offline")
+    wandb.teardown()
     err = capfd.readouterr().err
     assert code == 0 and list((tmp_path / "wb").rglob("offline-run-*")), err
     assert "'reinit'" not in err and "deprecated" not in err, err  # wandb's warning quotes it
