@@ -29,22 +29,19 @@ COLUMNS = ("run_id", "state", "will_run", "overrides", "task", "model", "image_s
 
 
 def points(args: list[str]) -> list[tuple[list[str], Any]]:
-    """status.points' grid, composed once per choice of config groups (hydra overrides
-    included); each point's other overrides are applied to a copy as Hydra applies them
-    (ConfigLoaderImpl._apply_overrides_to_config), so thousands of points take seconds."""
-    from hydra import compose, initialize_config_dir
+    """status.points' grid (status.launch_grid), composed once per choice of config groups
+    (hydra overrides included); each point's other overrides are applied to a copy as Hydra
+    applies them (ConfigLoaderImpl._apply_overrides_to_config), so thousands of points take
+    seconds."""
+    from hydra import compose
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from benchbench import cli
+    from benchbench.launch_checks import CONF_DIR
+    from benchbench.status import launch_grid
 
-    cli._register_resolvers()
-    groups = {p.name for p in cli.CONF_DIR.iterdir() if p.is_dir()}
-    args = [a for a in args if a not in ("-m", "--multirun")]
-    hydra_args = [a for a in args if a.lstrip("+~").startswith("hydra")]
-    task_args = [a for a in args if a not in hydra_args]
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
     parser = OverridesParser.create()
 
     def is_group(o: Any) -> bool:
@@ -52,12 +49,7 @@ def points(args: list[str]) -> list[tuple[list[str], Any]]:
         return key in groups or "/" in key or o.package is not None
 
     out: list[tuple[list[str], Any]] = []
-    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
-        base = compose("config", overrides=[a for a in args if "," not in a],
-                       return_hydra_config=True)
-        params = base.hydra.sweeper.get("params") or {}
-        spec = [f"{k}={v}" for k, v in params.items()] + task_args
-        (grid,) = BasicSweeper.split_arguments(parser.parse_overrides(spec), None)
+    with launch_grid(args) as (grid, hydra_args):
         bases: dict[tuple[str, ...], bytes] = {}
         parsed_once: dict[str, Any] = {}
         for over in grid:

@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ STATES = ("ok", "failed", "oom", "diverged", "interrupted", "running", "missing"
           "error")
 
 
-def points(args: list[str]) -> list[tuple[list[str], Any]]:
-    """(overrides, composed config) of each point the launch with `args` would run: the
-    study's hydra.sweeper.params, then the command line's overrides, expanded as Hydra's
-    basic sweeper expands them; hydra.* overrides go to every point. A point whose config
-    does not compose gets the exception in place of its config."""
+@contextmanager
+def launch_grid(args: list[str]):
+    """Inside Hydra's config context: (grid, hydra_args) of the launch with `args`, the
+    study's hydra.sweeper.params then the command line's overrides, expanded as Hydra's
+    basic sweeper expands them (one list of overrides per point); hydra.* overrides go to
+    every point. status.points and plan.points compose the points from it."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -35,14 +37,24 @@ def points(args: list[str]) -> list[tuple[list[str], Any]]:
         params = base.hydra.sweeper.get("params") or {}
         spec = [f"{k}={v}" for k, v in params.items()] + task_args
         (grid,) = BasicSweeper.split_arguments(parser.parse_overrides(spec), None)
-        out = []
+        yield grid, hydra_args
+
+
+def points(args: list[str]) -> list[tuple[list[str], Any]]:
+    """(overrides, composed config) of each point the launch with `args` would run
+    (launch_grid). A point whose config does not compose gets the exception in place of its
+    config."""
+    from hydra import compose
+
+    out = []
+    with launch_grid(args) as (grid, hydra_args):
         for over in grid:
             try:
                 out.append((over, compose("config", overrides=[*hydra_args, *over],
                                           return_hydra_config=True)))
             except Exception as e:  # noqa: BLE001 - one bad point: listed as an error
                 out.append((over, e))
-        return out
+    return out
 
 
 def state_of(cfg: Any) -> dict[str, Any]:
