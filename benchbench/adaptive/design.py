@@ -285,3 +285,20 @@ class Planner:
             cov -= np.outer(v, v) / (var2 + j @ v)  # as if it had run: Sherman-Morrison
             left -= cost
         return rnd
+
+
+def identify(config: dict[str, Any]) -> tuple[str, str, Any]:
+    """(setting, tuning, seed) of a resolved config (a row's `config`, or a composed point's
+    container): the setting is the report's (report.load.setting_key: the point minus its
+    seed and train.lr), so the planner and the report pick the same frontier."""
+    from benchbench.report.load import SWEPT, setting_key
+
+    setting = setting_key({"config": config}) or ""
+    tuning = ",".join(f"{p}={_get(config, p)}" for p in SWEPT)
+    return setting, tuning, config.get("seed")
+
+
+def _get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else None
+    return cfg
