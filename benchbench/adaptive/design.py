@@ -3,11 +3,14 @@
 A *setting* is a grid point minus its seed and its tuned values (train.lr, as the report's
 frontier selects on validation); a *visit* of a setting is what one more observation of its
 frontier value costs: the first visit runs every tuning at the first seed (validation then
-picks one), a later visit runs the picked tuning at the next seed. Each round:
+picks one), a later visit runs the picked tuning at the next seed (frontier settings only).
+Each round:
 
 1. the start design first: per family, `start` settings spread evenly over the family's
    log-compute range from its cheapest end (the dearest end is left to step 3);
-2. fit the surrogate (model.py) to the rows so far (the picked tuning's seeds per setting);
+2. fit the surrogate (model.py) to the rows so far: the picked tuning's seeds of each setting
+   on its family's Pareto frontier (a ViT/8 that a ViT/16 beats at less compute is not on
+   the curve the question asks about; fitting it would read architecture as noise);
 3. score every affordable visit by how much one more observation at its compute shrinks the
    question's summed variance (the Sherman-Morrison update of the Laplace covariance, exact for
    the linearised model) per unit of cost, take the best, update the covariance as if it had
@@ -153,14 +156,29 @@ class Planner:
                 best, best_sel, vals = t, m, [_acc(r, "top1") for r in ok]
         return best, vals
 
+    def frontier(self, rows: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
+        """setting -> top-1 of its picked tuning's seeds, for the settings on their family's
+        Pareto frontier (report.pareto's rule, on the seed means): a setting that another
+        of its family beats with less compute says nothing about the frontier's curve."""
+        from benchbench.report.pareto import pareto_front
+
+        out: dict[str, list[float]] = {}
+        for f in self.question.families:
+            run = [(s, vals) for s in self._mine() if s.family == f
+                   and (vals := self._picked(s, rows)[1])]
+            keep = pareto_front([s.x for s, _ in run], [float(np.mean(v)) for _, v in run])
+            out.update({run[i][0].key: run[i][1] for i in keep})
+        return out
+
     def posterior(self, rows: dict[str, dict[str, Any]]) -> model.Posterior:
         obs: dict[str, tuple[list[float], list[float]]] = {}
         reps = []
-        for s in self._mine():
-            _, vals = self._picked(s, rows)
+        for key, vals in self.frontier(rows).items():
+            s = self.settings[key]
             xs, ys = obs.setdefault(s.family, ([], []))
             xs.extend([s.x] * len(vals))
             ys.extend(vals)
+        for s in self._mine():
             for t in s.tunings:  # every tuning's repeated seeds measure the noise
                 v = [_acc(rows[c.run_id], "top1") for c in s.runs if c.tuning == t
                      and c.run_id in rows and rows[c.run_id].get("status") == "ok"]
@@ -171,8 +189,8 @@ class Planner:
                          self.question.families, self.x_ref, reps)
 
     # -- visits ------------------------------------------------------------------------
-    def _next_runs(self, s: _Setting, rows: dict[str, dict[str, Any]], taken: set[str]
-                   ) -> list[Candidate]:
+    def _next_runs(self, s: _Setting, rows: dict[str, dict[str, Any]], taken: set[str],
+                   front: dict[str, list[float]] | None = None) -> list[Candidate]:
         """The runs of s's next visit (empty: nothing left to learn from s)."""
         first = s.seeds[0]
         todo = [s.run(t, first) for t in s.tunings]
@@ -180,8 +198,8 @@ class Planner:
         if todo:
             return todo
         tuning, _ = self._picked(s, rows)
-        if tuning is None:
-            return []
+        if tuning is None or (front is not None and s.key not in front):
+            return []  # unrun, or off the frontier: another seed would not move the curve
         return next(([c] for seed in s.seeds[1:] if (c := s.run(tuning, seed)) is not None
                      and c.run_id not in taken), [])
 
@@ -209,7 +227,8 @@ class Planner:
         post = self.posterior(rows)
         ans = self.question.answer(post)
         rnd = Round([], None, ans, spent, post.sigma, post.n_obs)
-        open_ = {s.key: r for s in self._mine() if (r := self._next_runs(s, rows, taken))}
+        front = self.frontier(rows)
+        open_ = {s.key: r for s in self._mine() if (r := self._next_runs(s, rows, taken, front))}
         if not open_:
             rnd.stop = "the grid is spent: every point of the question's families has run"
             return rnd
