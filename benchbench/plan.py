@@ -78,8 +78,8 @@ def _data_facts(data_json: str) -> tuple[int, int, int | None]:
     reader and subset rules (data.load's): only labels and sizes matter, so a generated set
     loads one image and a file set is read once per (name, root, classes, val split)."""
     from benchbench.data.base import DATASETS
+    from benchbench.data.load import check_classes, check_size
     from benchbench.data.subsets import val_count
-    from benchbench.errors import ConfigError
 
     data = json.loads(data_json)
     spec = DATASETS.get(str(data.get("name", "synthetic")))
@@ -89,18 +89,14 @@ def _data_facts(data_json: str) -> tuple[int, int, int | None]:
         return k, int(data.get("channels") or train.x.shape[1]), n_cfg or spec.default_train_size
     train, _, k = spec.load(data)
     if k_cfg is not None:
-        if k_cfg > k:
-            raise ConfigError(f"data.num_classes={k_cfg} but {data['name']} has {k} classes; "
-                              f"use 1..{k}.")
+        check_classes(str(data["name"]), k, k_cfg)
         k, y = k_cfg, train.y[train.y < k_cfg]
     else:
         y = train.y
     n = len(y)
     if data.get("val_split") is not None:  # carved out of train before any subset
         n -= val_count(data["val_split"], n)
-    if n_cfg is not None and n_cfg > n:
-        raise ConfigError(f"data.train_size={n_cfg} but {data['name']} has only {n} train "
-                          f"images; lower data.train_size.")
+    check_size(str(data["name"]), "train", n_cfg, n, k_cfg)
     return k, int(data.get("channels") or train.x.shape[1]), n_cfg or n
 
 

@@ -63,8 +63,7 @@ def load_dataset(cfg: Any) -> Dataset:
     val_split = _get(cfg, "val_split")
     if not spec.generated:
         if k_cfg is not None:
-            if k_cfg > k:
-                raise ConfigError(f"data.num_classes={k_cfg} but {name} has {k} classes; use 1..{k}.")
+            check_classes(name, k, k_cfg)
             train, test = (s.take((s.y < k_cfg).nonzero().flatten()) for s in (train, test))
             k = k_cfg
         if val_split is not None:  # before nesting: disjoint from, and the same for, every size
@@ -73,9 +72,7 @@ def load_dataset(cfg: Any) -> Dataset:
         out = {}
         for part, s in (("train", train), ("test", test)):
             n = sizes[part]
-            if n is not None and n > len(s):
-                raise ConfigError(f"data.{part}_size={n} but {name} has only {len(s)} {part} images"
-                                  f"{f' in its first {k} classes' if k_cfg else ''}; lower data.{part}_size.")
+            check_size(name, part, n, len(s), k if k_cfg else None)
             # the test subset uses one fixed seed: every subset seed is scored on the same images
             out[part] = s.take(nested_subset(s.y, n, seed if part == "train" else 0)) if n and n < len(s) else s
         train, test = out["train"], out["test"]
@@ -112,6 +109,19 @@ def load_dataset(cfg: Any) -> Dataset:
     else:
         mean, std = channel_stats(train.x)
     return Dataset(name, train, test, k, train.x.shape[1], mean, std, val)
+
+
+def check_classes(name: str, k: int, k_cfg: int) -> None:
+    """data.num_classes must not exceed the classes the dataset has (also benchbench-plan's)."""
+    if k_cfg > k:
+        raise ConfigError(f"data.num_classes={k_cfg} but {name} has {k} classes; use 1..{k}.")
+
+
+def check_size(name: str, part: str, n: int | None, have: int, k_kept: int | None) -> None:
+    """data.<part>_size must not exceed the images there are (after classes and validation)."""
+    if n is not None and n > have:
+        raise ConfigError(f"data.{part}_size={n} but {name} has only {have} {part} images"
+                          f"{f' in its first {k_kept} classes' if k_kept else ''}; lower data.{part}_size.")
 
 
 def _warn_unseen_classes(name: str, train_y: torch.Tensor, test_y: torch.Tensor, k: int) -> None:
