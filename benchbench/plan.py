@@ -22,7 +22,7 @@ from typing import Any
 
 ASSUMED_MFU = 0.4  # a well-tuned bf16 training run (PaLM reports 46%, Chowdhery et al. 2022)
 BAND = 0.90  # the predicted accuracy's band
-COLUMNS = ("run_id", "state", "will_run", "overrides", "task", "model", "image_size",
+COLUMNS = ("run_id", "state", "done", "will_run", "overrides", "task", "model", "image_size",
            "flops_per_image", "steps", "samples_seen", "train_flops", "predicted_device_s",
            "device_s_basis", "predicted_energy_j", "predicted_top1", "predicted_top1_lo",
            "predicted_top1_hi", "top1_basis", "error")
@@ -213,11 +213,13 @@ def plan_rows(grid: list[tuple[list[str], Any]], *, device: str = "H100",
         r: dict[str, Any] = dict.fromkeys(COLUMNS)
         r.update(run_id=s["run_id"], state=s["state"], overrides=" ".join(over))
         if s["state"] == "error":
-            rows.append({**r, "will_run": False, "error": s["error"]})
+            rows.append({**r, "will_run": False, "done": False, "error": s["error"]})
             continue
         r["will_run"] = s["state"] in ("missing", "interrupted") or (
             s["state"] in ("failed", "oom", "diverged") and not point.keeps(
                 results.read_row(s["row"]), bool(cfg.study.get("retry_failed", False))))
+        # done: a row a relaunch keeps (ok, or a failure it does not retry); running is not
+        r["done"] = not r["will_run"] and s["state"] not in ("running", "broken")
         try:
             r.update(task=str(cfg.task.name), model=models.paper_name(cfg.model),
                      image_size=int(cfg.data.image_size), **bill(cfg))

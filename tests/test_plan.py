@@ -34,7 +34,7 @@ def test_planned_train_flops_equal_the_rows_after_the_study_runs(run_cli, capsys
     for g in grids:
         code, rows, _, _ = _plan(capsys, *g)
         assert code == 0 and all(r["state"] == "missing" and r["will_run"] == "True"
-                                 for r in rows)
+                                 and r["done"] == "False" for r in rows)
         before += rows
     assert len(before) == 3
     for g in grids:
@@ -52,7 +52,8 @@ def test_planned_train_flops_equal_the_rows_after_the_study_runs(run_cli, capsys
         assert int(p["steps"]) == row["steps"]
     digits = rows[before[0]["run_id"]]
     assert digits["val_size"] == 144 and digits["steps"] == digits["train_size"] // 64  # 1442 - 144
-    assert all(r["state"] == "ok" and r["will_run"] == "False" for r in after)
+    assert all(r["state"] == "ok" and r["will_run"] == "False" and r["done"] == "True"
+               for r in after)
 
 
 def test_plan_expands_the_launch_as_status_does():
