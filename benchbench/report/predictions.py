@@ -242,9 +242,9 @@ def holdout(study: Study) -> Predictions:
         halves[fam] = (cheap, dear)
     if not halves:
         return Predictions("holdout", empty, lines)
-    cheap_settings = {setting_key(r) for c, _ in halves.values() for r in c.to_dict("records")}
+    cheap_settings = {_setting(r) for c, _ in halves.values() for r in c.to_dict("records")}
     reps = [g["acc"].to_numpy(dtype=float) for _, g in train.groupby("point", sort=False)
-            if len(g) > 1 and setting_key(g.iloc[0].to_dict()) in cheap_settings
+            if len(g) > 1 and _setting(g.iloc[0].to_dict()) in cheap_settings
             and g["family"].iloc[0] in halves]  # every tuning's seeds measure the noise
     obs = {f: (np.repeat(c["x"].to_numpy(), c["n_seeds"].to_numpy()),
                np.concatenate([np.asarray(v, dtype=float) for v in c["acc_values"]]))
@@ -269,6 +269,11 @@ def holdout(study: Study) -> Predictions:
     lines.append(f"- one run's noise s.d. in the bands: {100 * post.sigma:.2f} points (seeds, "
                  f"floored by the fit's scatter).")
     return Predictions("holdout", _score(pd.DataFrame(out, columns=COLUMNS[:-2])), lines)
+
+
+def _setting(r: dict[str, Any]) -> str:
+    """A row's setting (load.setting_key); a row without a config is its own point."""
+    return setting_key(r) or str(r["point"])
 
 
 def build(study: Study, out: Path) -> Predictions:
