@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchbench.errors import BenchbenchError, ResultsError
-from benchbench.report import internals_section, plots, tables
+from benchbench.report import internals_section, plots, predictions, tables
 from benchbench.report.compare import EqualCompute, equal_compute
 from benchbench.report.html import write_html
 from benchbench.report.load import (
@@ -46,6 +46,7 @@ class Report:
     findings: list[str] = field(default_factory=list)
     path: Path | None = None
     internals: internals_section.InternalsSection | None = None  # None: no row has internals
+    predictions: predictions.Predictions | None = None  # "Predictions vs outcomes"
 
 
 def build_report(
@@ -125,6 +126,10 @@ def build_report(
     rep.internals = internals_section.build(study, out, formats)
     if rep.internals is not None:
         rep.findings += rep.internals.findings
+    rep.predictions = predictions.build(study, out)
+    if len(rep.predictions.scored):
+        rep.findings.append(rep.predictions.finding())
+        rep.tables["predictions"] = [out / f"predictions.{e}" for e in ("csv", "md", "tex")]
     rep.path = out / "report.md"
     rep.path.write_text(_markdown(rep, tabs, command))
     write_html(rep)  # report.html: the same study as one interactive, self-contained page
@@ -190,6 +195,8 @@ def _markdown(rep: Report, tabs, command: str | None) -> str:
         L += [f"{p.caption}" + (f" ({others})" if others else ""), ""]
     if rep.internals is not None:
         L += rep.internals.markdown()
+    if rep.predictions is not None:
+        L += rep.predictions.markdown()
     L += ["## Tables", ""]
     for name, caption, (_, disp) in tabs:
         L += [f"### {caption}", "", f"Files: [CSV]({name}.csv), [Markdown]({name}.md), "
@@ -284,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for _, why in rep.study.broken:
         print(f"benchbench-report: skipped broken row file {why}", file=sys.stderr)
+    for why in rep.predictions.skipped if rep.predictions is not None else []:
+        print(f"benchbench-report: skipped decisions line {why}", file=sys.stderr)
     if not rep.study.not_ok.empty:
         print(f"benchbench-report: {len(rep.study.not_ok)} run(s) not ok, listed in report.md",
               file=sys.stderr)

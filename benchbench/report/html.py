@@ -61,6 +61,7 @@ def write_html(rep: Report) -> Path:
         "runs_table": _csv_table(rep.out / "runs.csv", "runstable"),
         "frontier_table": _csv_table(rep.out / "frontier.csv", "fronttable"),
         "internals": _internals(rep),
+        "predictions": _predictions(rep),
     })
     path = rep.out / "report.html"
     path.write_text(page, encoding="utf-8")
@@ -207,4 +208,18 @@ def _internals(rep: Report) -> str:
         parts.append(f'<figure><img alt="{html.escape(p.title)}" src="data:image/png;base64,'
                      f'{b64}"><figcaption><b>{html.escape(p.title)}.</b> {_md(p.caption)}'
                      f'</figcaption></figure>')
+    return "".join(parts) + "</section>"
+
+
+def _predictions(rep: Report) -> str:
+    """report.md's "Predictions vs outcomes": its text and the scored runs' table."""
+    pred = getattr(rep, "predictions", None)
+    if pred is None:
+        return ""
+    n = pred.coverage[1]
+    parts = ['<section id="predictions"><h2>Predictions vs outcomes</h2>']
+    parts += [f"<p>{_md(x.removeprefix('- '))}</p>" for x in pred.lines]
+    if n:
+        parts.append(f"<p><strong>{_md(pred.verdict())}.</strong></p>")
+        parts.append(f'<div class="scroll">{_csv_table(rep.out / "predictions.csv", "predtable")}</div>')
     return "".join(parts) + "</section>"
