@@ -6,7 +6,8 @@ Two sources of predictions:
 - an adaptive sweep's `plan/decisions.jsonl` (one line per chosen run, written before it
   trained): each decision is joined to its row by run_id;
 - a plain grid (no decisions): per family, the surrogate (adaptive.model) is fitted on the
-  cheaper half of the settings (by distinct train compute) and predicts the dearer half.
+  frontier of the cheaper half of the settings (by distinct train compute) and predicts the
+  dearer settings on the family's frontier (dominated ones are named, not scored).
 
 Only runs of the tuning that validation picks for their setting are scored (the report's
 frontier rule, load.aggregate_points); the other tunings' runs are counted, not scored.
@@ -29,6 +30,7 @@ from benchbench.adaptive import model
 from benchbench.adaptive.design import Z90
 from benchbench.report import tables
 from benchbench.report.load import Study, aggregate_points, families_in, setting_key
+from benchbench.report.pareto import pareto_front
 from benchbench.units import fmt_flops
 
 DECISIONS = Path("plan") / "decisions.jsonl"
@@ -219,10 +221,11 @@ def holdout(study: Study) -> Predictions:
     train = study.train[study.train["train_flops"].notna() & (study.train["train_flops"] > 0)]
     lines = ["No `plan/decisions.jsonl`: this is a plain grid, so each family's surrogate "
              "(a saturating power law in log compute, benchbench.adaptive.model) is **fit on the "
-             "cheaper half, predict the dearer half**: the settings at the lower half of the "
-             "family's distinct train computes are fitted (validation's pick of the tuning, "
-             "every seed), and each seed's run at the dearer half is scored against its 90% "
-             "band for one run (curve s.d. and seed noise).", ""]
+             "cheaper half, predict the dearer half**: the frontier settings of the lower half "
+             "of the family's distinct train computes are fitted (validation's pick of the "
+             "tuning, every seed), and each seed's run of a dearer setting on the family's "
+             "frontier is scored against its 90% band for one run (curve s.d. and seed "
+             "noise).", ""]
     empty = _score(pd.DataFrame(columns=COLUMNS[:-2]))
     if train.empty:
         return Predictions("holdout", empty, lines + ["*No train rows with train_flops.*"])
@@ -235,9 +238,21 @@ def holdout(study: Study) -> Predictions:
         xs = sorted(xr.unique())
         cut = xs[(len(xs) + 1) // 2 - 1]
         cheap, dear = p[xr <= cut], p[xr > cut]
+        # the curve is the family's Pareto frontier (the planner's and the report's rule):
+        # fit the cheaper half's own frontier; score the dearer settings on the family's
+        # frontier (a ViT/8 beaten by a cheaper ViT/16 is another architecture, not the curve)
+        cheap = cheap.iloc[pareto_front(cheap["x"], cheap["acc"])]
+        on = p.iloc[pareto_front(p["x"], p["acc"])]
+        off = dear[~dear.index.isin(on.index)]
+        dear = dear[dear.index.isin(on.index)]
+        if len(off):
+            lines.append(f"- {fam}: {len(off)} dearer setting(s) off the family's frontier "
+                         f"(beaten by a cheaper one) are not scored: "
+                         + ", ".join(sorted(map(str, off["model"].unique()))) + ".")
         if cheap["x"].round(X_DECIMALS).nunique() < 2 or len(dear) < 2:
             lines.append(f"- {fam}: skipped: {len(p)} setting(s) at {len(xs)} compute(s); "
-                         f"the cheaper half needs 2 computes and the dearer half 2 settings.")
+                         f"the cheaper half needs 2 computes on its frontier and the dearer "
+                         f"half 2 settings on the family's.")
             continue
         halves[fam] = (cheap, dear)
     if not halves:
