@@ -9,15 +9,19 @@ picks one), a later visit runs the picked tuning at the next seed. Each round:
    log-compute range from its cheapest end (the dearest end is left to step 3), taken in
    turn across the families, cheapest first, each while the sweep has spent no more than
    `start_share` of the budget with it (a dear start setting is left to step 3, which
-   then decides whether it is worth its cost);
+   then decides whether it is worth its cost: at small budgets a fixed start spent most of
+   the budget on one family, make bench-planner);
 2. fit the surrogate (model.py) to the rows so far (the picked tuning's seeds per setting);
 3. score every affordable visit by how much one more observation at its compute shrinks the
    question's summed variance (the Sherman-Morrison update of the Laplace covariance, exact for
-   the linearised model) per unit of cost, take the best, update the covariance as if it had
-   run (the variance does not depend on the value it will return) and repeat to fill the batch.
+   the linearised model); among the visits that shrink it by at least `min_gain` of it, take
+   the best per unit of cost (filtering first: ranking first let a cheap visit that barely
+   helps end the sweep while dearer ones near the crossing still helped), update the
+   covariance as if it had run (the variance does not depend on the value it will return)
+   and repeat to fill the batch.
 
 It stops when the budget cannot pay for any remaining visit, when the question's interval is
-narrower than `target_ci`, when the best visit would shrink the variance by less than
+narrower than `target_ci`, when no affordable visit would shrink the variance by
 `min_gain` of it, or when the grid is spent. Every chosen run has a prediction made before it
 trains: the setting's top-1 with a 90% band for one run (curve sd and seed noise).
 """
