@@ -255,8 +255,9 @@ def write(out: Path, lines: list[dict[str, Any]], budgets: list[float], meta: di
             f"{meta['wall_s']:.1f} s wall, torch imported: {meta['torch']}.  ",
             f"Seed noise (pooled sd of top-1, fashion_mnist_compute): {meta['noise']:.4f}.", "",
             "Success = the runs bought within the budget (share of the full grid's cost) give the "
-            "full grid's crossover answer (questions.reached). Median share needed: the smallest "
-            "budget that reached it, median over seeds; never: seeds that did not reach it.", ""]
+            "full grid's crossover answer (questions.reached). Share needed: the smallest "
+            "budget from which every larger one reaches it, median over seeds (a seed that never "
+            "does counts as infinite); never: seeds that do not reach it even at the largest.", ""]
     for pool in dict.fromkeys(r["pool"] for r in lines):
         n = len({(r["pool_seed"], r["seed"]) for r in lines if r["pool"] == pool})
         text += [f"## {pool} ({n} pool x order seeds)", "", *summary_table(lines, pool, budgets),
