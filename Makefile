@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup data browser demo report test test-all lint mutants clean install-check gpu-prep gpu-install \
-	gpu-bench gpu-study bench-loader bench-subsets
+	gpu-bench gpu-study bench-loader bench-subsets bench-planner
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -63,6 +63,11 @@ bench-loader: setup
 
 bench-subsets: setup
 	$(BIN)/python -m benchbench.bench.subsets $(BENCH_ARGS)
+
+# The adaptive planner against the full grid and fixed orders (README, "Planning"): writes
+# results/bench_planner/{runs.csv,summary.md}; numpy/scipy only, well under 2 minutes
+bench-planner: setup
+	$(BIN)/python -m benchbench.bench.planner $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check benchbench tests

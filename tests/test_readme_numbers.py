@@ -158,3 +158,16 @@ def test_a_changed_number_is_caught(monkeypatch):
     template, values = _demo()[0]
     wrong = template.format(values[0] + 0.1, values[1])
     assert _flat(wrong) not in _flat(README)
+
+
+def test_readme_planner_tables_match_the_committed_benchmark():
+    """Issue 25 item 5: the README's bench-planner tables are results/bench_planner/summary.md's
+    (make bench-planner writes it; the integrator commits it)."""
+    summary = REPO / "results" / "bench_planner" / "summary.md"
+    if not summary.is_file():
+        pytest.skip("results/bench_planner/summary.md is not committed: run make bench-planner")
+    text = summary.read_text()
+    for line in (ln for ln in text.splitlines() if ln.startswith("|")):
+        assert line in README, f"README should hold the bench-planner table line: {line}"
+    noise = re.search(r"Seed noise \(pooled sd of top-1, fashion_mnist_compute\): ([\d.]*\d)", text)
+    assert noise and f"(pooled sd {noise.group(1)})" in README

@@ -7,17 +7,24 @@ picks one), a later visit runs the picked tuning at the next seed (frontier sett
 Each round:
 
 1. the start design first: per family, `start` settings spread evenly over the family's
-   log-compute range from its cheapest end (the dearest end is left to step 3);
+   log-compute range from its cheapest end (the dearest end is left to step 3), taken in
+   turn across the families, cheapest first, each while the sweep has spent no more than
+   `start_share` of the budget with it (a dear start setting is left to step 3, which
+   then decides whether it is worth its cost: at small budgets a fixed start spent most of
+   the budget on one family, make bench-planner);
 2. fit the surrogate (model.py) to the rows so far: the picked tuning's seeds of each setting
    on its family's Pareto frontier (a ViT/8 that a ViT/16 beats at less compute is not on
    the curve the question asks about; fitting it would read architecture as noise);
 3. score every affordable visit by how much one more observation at its compute shrinks the
    question's summed variance (the Sherman-Morrison update of the Laplace covariance, exact for
-   the linearised model) per unit of cost, take the best, update the covariance as if it had
-   run (the variance does not depend on the value it will return) and repeat to fill the batch.
+   the linearised model); among the visits that shrink it by at least `min_gain` of it, take
+   the best per unit of cost (filtering first: ranking first let a cheap visit that barely
+   helps end the sweep while dearer ones near the crossing still helped), update the
+   covariance as if it had run (the variance does not depend on the value it will return)
+   and repeat to fill the batch.
 
 It stops when the budget cannot pay for any remaining visit, when the question's interval is
-narrower than `target_ci`, when the best visit would shrink the variance by less than
+narrower than `target_ci`, when no affordable visit would shrink the variance by
 `min_gain` of it, or when the grid is spent. Every chosen run has a prediction made before it
 trains: the setting's top-1 with a 90% band for one run (curve sd and seed noise).
 """
@@ -105,7 +112,7 @@ class Planner:
     def __init__(self, question: str, candidates: list[Candidate], budget: float, *,
                  batch: int = 4, target_ci: float | None = None, start: int = 3,
                  families: list[str] | None = None, targets: list[float] | None = None,
-                 min_gain: float = 0.01) -> None:
+                 min_gain: float = 0.01, start_share: float = 0.5) -> None:
         if not candidates:
             raise ConfigError("the adaptive sweep has no candidate points; pass a grid with -m.")
         if not budget > 0:
@@ -135,7 +142,7 @@ class Planner:
                               f"of the grid ({cheapest:.4g}); raise study.budget_flops or "
                               f"study.budget_device_h.")
         self.budget, self.batch, self.target_ci = float(budget), batch, target_ci
-        self.start, self.min_gain = start, min_gain
+        self.start, self.min_gain, self.start_share = start, min_gain, start_share
 
     def _mine(self) -> list[_Setting]:
         return [s for s in self.settings.values() if s.family in self.question.families]
@@ -232,16 +239,18 @@ class Planner:
         if not open_:
             rnd.stop = "the grid is spent: every point of the question's families has run"
             return rnd
-        start = [k for k in self._start_keys() if k in open_ and not any(
-            c.run_id in taken for c in self.settings[k].runs)]
+        keys = self._start_keys()
+        touched = {c.setting for s in self.settings.values() for c in s.runs if c.run_id in taken}
+        start = [k for k in keys if k in open_ and k not in touched] if touched <= set(keys) else []
+        allow = min(left, self.start_share * self.budget - spent)  # the start's share of it
         for k in start:
             cost = sum(c.cost for c in open_[k])
-            if cost <= left and len(rnd.chosen) < self.batch:
+            if cost <= allow and len(rnd.chosen) < self.batch:
                 s = self.settings[k]
                 rnd.chosen.append(Choice(open_[k], f"start: a space-filling setting of "
                                   f"{s.family} (10^{s.x:.2f} FLOPs)",
                                   self._prediction(post, s), math.nan))
-                left -= cost
+                left, allow = left - cost, allow - cost
         if rnd.chosen:
             return rnd
         if self.target_ci is not None and ans.width <= self.target_ci:
@@ -251,15 +260,17 @@ class Planner:
         return self._greedy(rnd, post, open_, left)
 
     def _start_keys(self) -> list[str]:
-        keys = []
-        for f in self.question.families:
+        """The start settings, in turn across the families from each one's cheapest end."""
+        keys, rank = [], {}
+        for n, f in enumerate(self.question.families):
             ss = sorted((s for s in self._mine() if s.family == f), key=lambda s: s.x)
             lo, hi = ss[0].x, ss[-1].x
             for i in range(min(self.start, len(ss))):
                 want = lo + (hi - lo) * i / self.start
                 pick = min((s for s in ss if s.key not in keys), key=lambda s: abs(s.x - want))
                 keys.append(pick.key)
-        return keys
+                rank[pick.key] = (i, n)
+        return sorted(keys, key=rank.__getitem__)
 
     def _greedy(self, rnd: Round, post: model.Posterior, open_: dict[str, list[Candidate]],
                 left: float) -> Round:
@@ -272,30 +283,34 @@ class Planner:
         var2 = post.sigma ** 2
         pool = dict(open_)
         while pool and len(rnd.chosen) < self.batch:
-            best = None
+            best, top, fits = None, 0.0, False
             for k, runs in pool.items():
                 cost = sum(c.cost for c in runs)
                 if cost > left:
                     continue
+                fits = True
                 s = self.settings[k]
                 j = post.grad(s.family, s.x)[0]
                 v = cov @ j
                 gain = float(np.sum((g_rows @ v) ** 2) / (var2 + j @ v))
-                if best is None or gain / cost > best[0]:
+                top = max(top, gain)
+                # min_gain filters before gain per cost ranks: a cheap run that barely helps
+                # must not end the sweep while a dearer one would still help
+                if gain >= self.min_gain * total and (best is None or gain / cost > best[0]):
                     best = (gain / cost, k, gain, j, v, cost)
-            if best is None:
+            if not fits:
                 if not rnd.chosen:
                     cheapest = min(sum(c.cost for c in r) for r in pool.values())
                     rnd.stop = (f"the budget is spent: {left:.4g} left, the cheapest "
                                 f"remaining visit costs {cheapest:.4g}")
                 break
-            _, k, gain, j, v, cost = best
-            if gain < self.min_gain * total:
+            if best is None:
                 if not rnd.chosen:
                     rnd.stop = (f"no candidate helps: the best would shrink the "
-                                f"{self.question.name}'s variance by {gain / total:.2%} "
+                                f"{self.question.name}'s variance by {top / total:.2%} "
                                 f"(< study.min_gain={self.min_gain:g})")
                 break
+            _, k, gain, j, v, cost = best
             s = self.settings[k]
             rnd.chosen.append(Choice(pool.pop(k), (
                 f"shrinks the {self.question.name}'s variance by {gain / total:.1%} for "
