@@ -113,16 +113,3 @@ def no_match(pool: Path | str, n: int) -> str:
             f"grid; point replay.pool at the results dir of a study with these settings "
             f"(same data, models and budgets).")
 
-
-def check_pool(cfgs: list[Any]) -> None:
-    """Before a sweep launches: ConfigError naming the pool when the grid has task=replay
-    points and not one of them has a row there (every job would write nothing)."""
-    from benchbench import point, results
-
-    reps = [c for c in cfgs if str(c.task.name) == "replay"]
-    for c in reps:
-        ident = results.redact(results.identity_config(point.resolved_config(c)))
-        if find(pool_dir(c), ident)[1] is not None:
-            return
-    if reps:
-        raise ConfigError(no_match(pool_dir(reps[0]), len(reps)))

@@ -44,7 +44,7 @@ class BenchbenchSweeper(BasicSweeper):
         """task=replay: a pool with no row for any point of the grid is one line before
         anything launches (every job would write nothing)."""
         from benchbench.errors import BenchbenchError
-        from benchbench.tasks.replay import check_pool
+        from benchbench.relaunch import check_pool
 
         try:
             check_pool(cfgs)
