@@ -164,3 +164,21 @@ def test_the_study_keys_leave_a_committed_rows_run_id_as_it_is():
     assert cfg.study.question == "crossover" and cfg.study.batch == 2
     st = status.state_of(cfg)
     assert st["state"] == "ok" and (POOL / "runs" / f"{st['run_id']}.json").is_file()
+
+
+def test_study_keys_convert_the_device_budget_to_seconds_and_targets_to_log10():
+    from omegaconf import OmegaConf
+
+    from benchbench.adaptive.sweep import Study
+    from benchbench.errors import ConfigError
+
+    s = Study.of(OmegaConf.create({"question": "frontier", "budget_device_h": 2,
+                                   "targets": [1e11, 1e13], "families": ["vit"]}))
+    assert (s.budget, s.unit, s.targets, s.families) == (7200.0, "device_s", [11.0, 13.0], ["vit"])
+    assert (s.batch, s.start, s.min_gain) == (4, 3, 0.01)
+    with pytest.raises(ConfigError, match="exactly one budget: .*, not both"):
+        Study.of(OmegaConf.create({"question": "crossover", "budget_flops": 1e12,
+                                   "budget_device_h": 1}))
+    with pytest.raises(ConfigError, match=r"study.targets are train FLOPs \(positive numbers\)"):
+        Study.of(OmegaConf.create({"question": "frontier", "budget_flops": 1e12,
+                                   "targets": [-1]}))

@@ -73,13 +73,17 @@ class Study:
         fams = study.get("families")
         return cls(str(q), budget, unit, study.get("target_ci"), targets,
                    None if fams is None else [str(f) for f in fams],
-                   int(study.get("batch") or 4), int(study.get("start") or 3),
-                   float(study.get("min_gain") if study.get("min_gain") is not None else 0.01))
+                   int(_or(study.get("batch"), 4)), int(_or(study.get("start"), 3)),
+                   float(_or(study.get("min_gain"), 0.01)))
 
     def planner(self, candidates: list[Candidate]) -> Planner:
         return Planner(self.question, candidates, self.budget, batch=self.batch,
                        target_ci=self.target_ci, start=self.start, families=self.families,
                        targets=self.targets, min_gain=self.min_gain)
+
+
+def _or(v: Any, default: Any) -> Any:
+    return default if v is None else v
 
 
 @dataclass
