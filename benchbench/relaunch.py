@@ -92,6 +92,22 @@ def to_submit(grid: Sequence[Sequence[str]], compose: Callable[[list[str]], Any]
     return submit
 
 
+def check_pool(cfgs: Sequence[Any]) -> None:
+    """Before a sweep launches: ConfigError naming the pool when the grid has task=replay
+    points and not one of them has a row there (every job would write nothing)."""
+    from benchbench import point, results
+    from benchbench.errors import ConfigError
+    from benchbench.tasks.replay import find, no_match, pool_dir
+
+    reps = [c for c in cfgs if str(c.task.name) == "replay"]
+    for c in reps:
+        ident = results.redact(results.identity_config(point.resolved_config(c)))
+        if find(pool_dir(c), ident)[1] is not None:
+            return
+    if reps:
+        raise ConfigError(no_match(pool_dir(reps[0]), len(reps)))
+
+
 def announce(total: int, submitting: int, kept: list[dict[str, Any]]) -> str:
     """'benchbench: 195 of 200 points are done; submitting 5', with what else was kept."""
     done = sum(1 for s in kept if s["status"] == "skipped" and "same_as" not in s

@@ -106,3 +106,10 @@ def _rows(pool: str, stamp: float) -> list[tuple[Path, dict[str, Any]]]:
         except ResultsError:
             continue
     return out
+
+
+def no_match(pool: Path | str, n: int) -> str:
+    return (f"task=replay: no row in replay.pool={pool} matches any of the {n} points of the "
+            f"grid; point replay.pool at the results dir of a study with these settings "
+            f"(same data, models and budgets).")
+

@@ -10,6 +10,7 @@ hooks it into Hydra, and imports nothing heavy (Hydra imports every plugin at st
 No `from __future__ import annotations`: Hydra's plugin scan runs this module before it is in
 sys.modules, where dataclasses cannot resolve string annotations.
 """
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,19 @@ class BenchbenchSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.skip_done = skip_done
 
+    @staticmethod
+    def _check_pool(cfgs: list[Any]) -> None:
+        """task=replay: a pool with no row for any point of the grid is one line before
+        anything launches (every job would write nothing)."""
+        from benchbench.errors import BenchbenchError
+        from benchbench.relaunch import check_pool
+
+        try:
+            check_pool(cfgs)
+        except BenchbenchError as e:
+            print(f"benchbench: error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None
         assert self.hydra_context is not None
@@ -49,13 +63,15 @@ class BenchbenchSweeper(BasicSweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if self.skip_done or str(self.config.task.name) == "replay":
+            composed = {tuple(o): loader.load_sweep_config(master_config=self.config,
+                                                           sweep_overrides=list(o))
+                        for o in grid}  # each point once: the pool check and to_submit
+            self._check_pool(list(composed.values()))
         if self.skip_done:
             from benchbench.relaunch import to_submit
 
-            def compose(over: list[str]) -> Any:
-                return loader.load_sweep_config(master_config=self.config, sweep_overrides=over)
-
-            grid = to_submit(grid, compose, sweep_dir)
+            grid = to_submit(grid, lambda over: composed[tuple(over)], sweep_dir)
         else:
             self.validate_batch_is_legal(grid)
         self.overrides = (list(self.split_overrides_to_chunks(grid, self.max_batch_size))
