@@ -27,16 +27,23 @@ SIGMA_DEFAULT = 0.005  # half a point of top-1: the noise before any seed is rep
 SIGMA_FLOOR = 0.001
 
 
+MAX_EXP = 50.0  # exp() arguments are capped: an optimiser's trial step must not overflow
+
+
+def _term(alpha: float, b: float, x: np.ndarray, x_ref: float) -> np.ndarray:
+    return np.exp(np.minimum(alpha - b * LN10 * (x - x_ref), MAX_EXP))
+
+
 def error_curve(theta: np.ndarray, x: np.ndarray, x_ref: float) -> np.ndarray:
     alpha, beta, gamma = theta
-    return np.exp(alpha - np.exp(beta) * LN10 * (x - x_ref)) + expit(gamma)
+    return _term(alpha, np.exp(min(beta, MAX_EXP / 10)), x, x_ref) + expit(gamma)
 
 
 def error_jacobian(theta: np.ndarray, x: np.ndarray, x_ref: float) -> np.ndarray:
     """dE/dtheta at each x: shape (len(x), 3)."""
     alpha, beta, gamma = theta
-    b = np.exp(beta)
-    t = np.exp(alpha - b * LN10 * (x - x_ref))
+    b = np.exp(min(beta, MAX_EXP / 10))
+    t = _term(alpha, b, x, x_ref)
     c = expit(gamma)
     return np.column_stack([t, -t * b * LN10 * (x - x_ref), np.full_like(t, c * (1 - c))])
 
