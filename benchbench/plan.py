@@ -254,18 +254,24 @@ def _sig(x: float) -> float:
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """FLOPs and device-hours (all points, and those still to run), and the share of the
-    device-hours (FLOPs where a point has no time) taken by the dearest 10% of the points."""
+    """FLOPs and device-hours (all runs, and those still to run; points sharing a run_id
+    count once), the points' states, and the share of the device-hours (FLOPs where a run
+    has no time) taken by the dearest 10% of the runs."""
     def tot(key: str, sel: list[dict[str, Any]]) -> float:
         return float(sum(r[key] or 0 for r in sel))
 
+    # points that are the same run (e.g. a patch size swept over a CNN, which has none) run
+    # once: the first launched computes it, the others find its row
+    runs = list({r["run_id"]: r for r in rows if r["state"] != "error"}.values())
+    runs += [r for r in rows if r["state"] == "error"]
+    points, rows = rows, runs
     todo = [r for r in rows if r["will_run"]]
     cost = "predicted_device_s" if all(r["predicted_device_s"] is not None for r in rows
                                        if r["train_flops"]) else "train_flops"
     vals = sorted((r[cost] or 0 for r in rows), reverse=True)
     top = sum(vals[:max(1, math.ceil(len(vals) / 10))]) if vals else 0
-    return {"points": len(rows), "to_run": len(todo),
-            "states": dict(Counter(r["state"] for r in rows)),
+    return {"points": len(points), "runs": len(rows), "to_run": len(todo),
+            "states": dict(Counter(r["state"] for r in points)),
             "flops": tot("train_flops", rows), "flops_to_run": tot("train_flops", todo),
             "device_h": tot("predicted_device_s", rows) / 3600,
             "device_h_to_run": tot("predicted_device_s", todo) / 3600,
@@ -337,10 +343,12 @@ def main(argv: list[str] | None = None) -> int:
                                                           " (--out plan.csv lists them all)"))
     t = totals(rows)
     states = ", ".join(f"{n} {s}" for s, n in sorted(t["states"].items()))
-    print(f"{t['points']} points ({states}); {t['to_run']} to run")
+    same = (f", {t['runs']} distinct runs (points with one run_id run once)"
+            if t["runs"] != t["points"] else "")
+    print(f"{t['points']} points{same} ({states}); {t['to_run']} to run")
     print(f"train FLOPs: {t['flops']:.4g} in all, {t['flops_to_run']:.4g} to run")
     print(f"device-hours: {t['device_h']:.4g} in all, {t['device_h_to_run']:.4g} to run")
-    print(f"the dearest 10% of the points take {t['top10_share']:.0%} of the "
+    print(f"the dearest 10% of the runs take {t['top10_share']:.0%} of the "
           f"{'device-hours' if t['top10_of'] == 'predicted_device_s' else 'FLOPs'}")
     errors = Counter(r["error"] for r in rows if r["error"])
     for why, n in errors.items():  # one line per distinct reason, not one per point

@@ -127,3 +127,15 @@ def test_bad_input_is_one_line(capsys, args, match):
     assert plan.main(args) == 2
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1
+
+
+def test_points_that_are_one_run_are_billed_once(capsys, tmp_path):
+    """A patch size swept over a CNN (which has none) gives two points with one run_id: the
+    launch computes it once, so the bill counts it once."""
+    code, rows, out, _ = _plan(capsys, "-m", "model=bit_micro,vit_micro", "model.patch_size=8,16",
+                               "train.steps=3", "data.train_size=64", f"results.dir={tmp_path}")
+    assert code == 0 and len(rows) == 4
+    runs = {r["run_id"]: float(r["train_flops"]) for r in rows}
+    assert len(runs) == 3
+    assert "4 points, 3 distinct runs" in out
+    assert f"train FLOPs: {sum(runs.values()):.4g} in all" in out
