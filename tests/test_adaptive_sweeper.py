@@ -182,3 +182,18 @@ def test_study_keys_convert_the_device_budget_to_seconds_and_targets_to_log10():
     with pytest.raises(ConfigError, match=r"study.targets are train FLOPs \(positive numbers\)"):
         Study.of(OmegaConf.create({"question": "frontier", "budget_flops": 1e12,
                                    "targets": [-1]}))
+
+
+def test_a_study_file_with_a_question_runs_adaptively_under_the_default_sweeper(tmp_path):
+    """study=fashion_mnist_adaptive sets study.question and a budget; a study file cannot
+    override the sweeper the primary config chose, so hydra/sweeper=benchbench runs the
+    adaptive sweep itself (replayed here: no training)."""
+    rdir = tmp_path / "r"
+    code, out, err = finish(cli("study=fashion_mnist_adaptive", "task=replay",
+                                f"replay.pool={POOL}", f"results.dir={rdir}", cwd=tmp_path))
+    assert code == 0, err[-3000:]
+    assert "adaptive sweep stopped" in out
+    rows = rows_of(rdir)
+    assert 0 < sum(r["train_flops"] for r, _ in rows.values()) <= 3.1e12  # the study's budget
+    assert len(rows) < len(rows_of(POOL))
+    assert {d["run_id"] for d in jsonl(rdir / "plan" / "decisions.jsonl")} == set(rows)

@@ -34,50 +34,58 @@ class AdaptiveSweeper(BasicSweeper):
     """BasicSweeper's grid, launched in the rounds benchbench.adaptive.sweep.run chooses."""
 
     def sweep(self, arguments: list[str]) -> Any:
-        from benchbench.errors import BenchbenchError
+        return sweep_adaptively(self, arguments)
 
-        try:
-            return self._sweep(arguments)
-        except BenchbenchError as e:  # the user's to fix: one line, no traceback
-            print(f"benchbench: error: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
 
-    def _sweep(self, arguments: list[str]) -> Any:
-        from benchbench.adaptive import sweep
-        from benchbench.launch_checks import _redact_file
-        from benchbench.paths import abs_path
+def sweep_adaptively(sweeper: BasicSweeper, arguments: list[str]) -> Any:
+    """The adaptive sweep with `sweeper`'s config, launcher and Hydra context: this plugin's,
+    or hydra/sweeper=benchbench's when a study file sets study.question (a study file cannot
+    override the sweeper the primary config chose)."""
+    from benchbench.errors import BenchbenchError
 
-        assert self.config is not None and self.launcher is not None
-        assert self.hydra_context is not None
-        study = sweep.Study.of(self.config.study)  # before composing: a bad key is instant
-        loader = self.hydra_context.config_loader
-        parser = OverridesParser.create(config_loader=loader)
-        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-        grid = [p for batch in self.split_arguments(overrides, None) for p in batch]
+    try:
+        return _sweep(sweeper, arguments)
+    except BenchbenchError as e:  # the user's to fix: one line, no traceback
+        print(f"benchbench: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        _redact_file(sweep_dir / "multirun.yaml")  # no job may run to mask its secrets
-        points = [(list(over), loader.load_sweep_config(master_config=self.config,
-                                                        sweep_overrides=list(over)))
-                  for over in grid]
-        cands = sweep.candidates(points, study.unit)
-        plan_dir = Path(abs_path(str(self.config.results.dir))) / "plan"
-        returns: list[Any] = []
-        job_idx = [0]
 
-        def launch(batch: list[list[str]]) -> list[dict[str, Any]]:
-            results = self.launcher.launch(batch, initial_job_idx=job_idx[0])
-            job_idx[0] += len(batch)
-            returns.append(results)
-            outs = []
-            for r in results:
-                try:
-                    outs.append(r.return_value or {})
-                except Exception as e:  # noqa: BLE001 - a job that died: counted, the sweep goes on
-                    outs.append({"status": "lost", "error": f"{type(e).__name__}: {e}"})
-            return outs
+def _sweep(self: BasicSweeper, arguments: list[str]) -> Any:
+    from benchbench.adaptive import sweep
+    from benchbench.launch_checks import _redact_file
+    from benchbench.paths import abs_path
 
-        sweep.run(cands, study, plan_dir, launch, say=lambda s: print(s, flush=True))
-        return returns
+    assert self.config is not None and self.launcher is not None
+    assert self.hydra_context is not None
+    study = sweep.Study.of(self.config.study)  # before composing: a bad key is instant
+    loader = self.hydra_context.config_loader
+    parser = OverridesParser.create(config_loader=loader)
+    overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+    grid = [p for batch in self.split_arguments(overrides, None) for p in batch]
+
+    sweep_dir = Path(str(self.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+    _redact_file(sweep_dir / "multirun.yaml")  # no job may run to mask its secrets
+    points = [(list(over), loader.load_sweep_config(master_config=self.config,
+                                                    sweep_overrides=list(over)))
+              for over in grid]
+    cands = sweep.candidates(points, study.unit)
+    plan_dir = Path(abs_path(str(self.config.results.dir))) / "plan"
+    returns: list[Any] = []
+    job_idx = [0]
+
+    def launch(batch: list[list[str]]) -> list[dict[str, Any]]:
+        results = self.launcher.launch(batch, initial_job_idx=job_idx[0])
+        job_idx[0] += len(batch)
+        returns.append(results)
+        outs = []
+        for r in results:
+            try:
+                outs.append(r.return_value or {})
+            except Exception as e:  # noqa: BLE001 - a job that died: counted, the sweep goes on
+                outs.append({"status": "lost", "error": f"{type(e).__name__}: {e}"})
+        return outs
+
+    sweep.run(cands, study, plan_dir, launch, say=lambda s: print(s, flush=True))
+    return returns

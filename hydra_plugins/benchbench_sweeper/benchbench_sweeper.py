@@ -5,7 +5,9 @@ the basic sweeper does (`hydra.sweeper.params`, then the command line), composes
 as its job will, and hands only the points that still need a job to the configured launcher
 (basic, joblib, submitit_local, submitit_slurm): a relaunch of a 200-point study with 5
 failures submits 5 jobs. `hydra.sweeper.skip_done=false` submits every point (each still
-skips itself when its row is there). The decision is benchbench.relaunch's; this module only
+skips itself when its row is there). With `study.question` set (a study file such as
+study=fashion_mnist_adaptive) it runs the adaptive sweep instead, as hydra/sweeper=adaptive
+does. The decision is benchbench.relaunch's; this module only
 hooks it into Hydra, and imports nothing heavy (Hydra imports every plugin at start).
 No `from __future__ import annotations`: Hydra's plugin scan runs this module before it is in
 sys.modules, where dataclasses cannot resolve string annotations.
@@ -54,6 +56,10 @@ class BenchbenchSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None
+        if self.config.get("study", {}).get("question") is not None:  # a study file's ask
+            from hydra_plugins.benchbench_sweeper.adaptive_sweeper import sweep_adaptively
+
+            return sweep_adaptively(self, arguments)
         assert self.hydra_context is not None
         loader = self.hydra_context.config_loader
         parser = OverridesParser.create(config_loader=loader)
