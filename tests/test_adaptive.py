@@ -196,3 +196,16 @@ def test_frontier_and_extrapolate_give_each_familys_top1_with_a_band():
             for t, (m, lo, hi) in by_t.items():
                 assert lo < top1(truth()[f], t) < hi or abs(m - top1(truth()[f], t)) < 0.005
         assert reached(ans, ans)
+
+
+def test_start_predictions_say_they_are_the_priors_and_bands_stay_in_0_1():
+    cands, rows = pool()
+    planner = Planner("crossover", cands, sum(c.cost for c in cands))
+    got, log = run_planner(planner, rows)
+    start = [ch for rnd in log for ch in rnd.chosen if ch.why.startswith("start")]
+    later = [ch for rnd in log for ch in rnd.chosen if not ch.why.startswith("start")]
+    assert later
+    # the first start choice of each family has seen no run of it: the prior's band
+    assert {ch.runs[0].family for ch in start if ch.basis == "prior"} == {"vit", "bit"}
+    assert all(ch.basis.startswith("fit on ") for ch in later)
+    assert all(0.0 <= ch.predicted[1] <= ch.predicted[2] <= 1.0 for rnd in log for ch in rnd.chosen)

@@ -71,6 +71,7 @@ def test_replayed_study_stays_in_budget_and_decides_each_run_before_its_row(tmp_
         assert row["status"] == "ok" and row["replayed_from"]
         assert d["train_flops"] == d["cost"] == row["train_flops"] and d["cost_unit"] == "flops"
         assert d["question"] == "crossover" and d["band"] == 0.9 and d["why"]
+        assert d["predicted_basis"] == "prior" or d["predicted_basis"].startswith("fit on ")
         assert d["family"] == row["family"] and d["seed"] == row["seed"]
         lo, mid, hi = d["predicted_top1_lo"], d["predicted_top1"], d["predicted_top1_hi"]
         assert all(math.isfinite(v) for v in (lo, mid, hi)) and lo <= mid <= hi
@@ -78,6 +79,7 @@ def test_replayed_study_stays_in_budget_and_decides_each_run_before_its_row(tmp_
         assert datetime.fromisoformat(d["decided_at"]).timestamp() <= path.stat().st_mtime
     rounds = jsonl(rdir / "plan" / "rounds.jsonl")
     assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
+    assert all(r["grid"] == pytest.approx(pool_flops()) for r in rounds)  # the grid's cost
     assert rounds[-1]["stop"] and all(r["spent"] <= budget for r in rounds)
     assert rounds[-1]["answer"]["question"] == "crossover"
     assert {d["round"] for d in decisions} <= {r["round"] for r in rounds if not r["stop"]}

@@ -181,3 +181,22 @@ def test_holdout_scores_only_dearer_settings_on_the_familys_frontier(tmp_path):
     assert "ViT-micro/16" not in set(pred.scored["model"])
     assert len(pred.scored) == 4
     assert any("off the family's frontier" in x and "ViT-micro/16" in x for x in pred.lines)
+
+
+def test_prior_only_predictions_are_not_scored_and_the_grid_saving_is_said(adaptive_dir):
+    """A start-design decision (no run of its family yet) carries the prior's band, which
+    says nothing of the fits: counted, not scored. rounds.jsonl's grid cost gives the share
+    of the grid the sweep spent."""
+    f = adaptive_dir / "plan" / "decisions.jsonl"
+    lines = f.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "predicted_basis": "prior"})
+    f.write_text("\n".join(lines) + "\n")
+    r = adaptive_dir / "plan" / "rounds.jsonl"
+    r.write_text(r.read_text() + json.dumps({"round": 2, "spent": 1.5e13, "budget": 5e13,
+                                             "grid": 6e13, "stop": "budget"}) + "\n")
+    pred = predictions.from_decisions(load_study(adaptive_dir))
+    assert first["run_id"] not in set(pred.scored["run_id"]) and len(pred.scored) == 2
+    text = " ".join(pred.lines)
+    assert "1 made from the prior alone" in text
+    assert "would cost 6e+13: the sweep spent 25.0% of it" in text

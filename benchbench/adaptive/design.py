@@ -66,6 +66,7 @@ class Choice:
     why: str
     predicted: tuple[float, float, float]  # top-1 of the setting's run: mean, 90% lo, hi
     gain: float  # the question's variance removed (NaN for the start design)
+    basis: str = "prior"  # "prior" (no run of the family yet) or "fit on N run(s) of F"
 
     @property
     def cost(self) -> float:
@@ -214,6 +215,10 @@ class Planner:
         runs = self._next_runs(s, {}, taken)
         return float(sum(c.cost for c in runs)) if runs else math.inf
 
+    def grid_cost(self) -> float:
+        """What running every point of the question's families would cost (the grid)."""
+        return float(sum(c.cost for s in self._mine() for c in s.runs))
+
     def spent(self, rows: dict[str, dict[str, Any]], decided: set[str]) -> float:
         """The budget used: every grid point with a row or a decision (a run that failed
         still cost what it cost)."""
@@ -223,7 +228,14 @@ class Planner:
     def _prediction(self, post: model.Posterior, s: _Setting) -> tuple[float, float, float]:
         m = float(post.mean(s.family, s.x)[0])
         band = Z90 * math.sqrt(float(post.sd(s.family, s.x)[0]) ** 2 + post.sigma ** 2)
-        return (m, m - band, m + band)
+        return (m, max(m - band, 0.0), min(m + band, 1.0))  # a top-1 is a fraction
+
+    @staticmethod
+    def _basis(post: model.Posterior, s: _Setting) -> str:
+        """'prior' before any run of the family (a start setting: the band is the prior's
+        and says nothing of the fits), else what the fit stood on."""
+        n = post.n_obs.get(s.family, 0)
+        return "prior" if n == 0 else f"fit on {n} run(s) of {s.family}"
 
     def step(self, rows: dict[str, dict[str, Any]], decided: set[str] | None = None) -> Round:
         """The next round given the rows so far (run_id -> row) and the run_ids already
@@ -249,7 +261,8 @@ class Planner:
                 s = self.settings[k]
                 rnd.chosen.append(Choice(open_[k], f"start: a space-filling setting of "
                                   f"{s.family} (10^{s.x:.2f} FLOPs)",
-                                  self._prediction(post, s), math.nan))
+                                  self._prediction(post, s), math.nan,
+                                  self._basis(post, s)))
                 left, allow = left - cost, allow - cost
         if rnd.chosen:
             return rnd
@@ -315,7 +328,7 @@ class Planner:
             rnd.chosen.append(Choice(pool.pop(k), (
                 f"shrinks the {self.question.name}'s variance by {gain / total:.1%} for "
                 f"{cost:.3g} (best gain per cost of {len(pool) + 1})"),
-                self._prediction(post, s), gain))
+                self._prediction(post, s), gain, self._basis(post, s)))
             cov -= np.outer(v, v) / (var2 + j @ v)  # as if it had run: Sherman-Morrison
             left -= cost
         return rnd

@@ -242,7 +242,8 @@ def decisions(rnd: Round, n: int, study: Study) -> list[dict[str, Any]]:
                 "family": c.family, "setting": c.setting, "tuning": c.tuning, "seed": c.seed,
                 "train_flops": c.train_flops, "cost": c.cost, "cost_unit": study.unit,
                 "why": ch.why, "predicted_top1": _num(mean), "predicted_top1_lo": _num(lo),
-                "predicted_top1_hi": _num(hi), "band": BAND, "question": study.question,
+                "predicted_top1_hi": _num(hi), "predicted_basis": ch.basis, "band": BAND,
+                "question": study.question,
                 "decided_at": _now()})
     return out
 
@@ -256,6 +257,7 @@ def run(points: list[Point], study: Study, plan_dir: Path, launch: Launch,
     """The sweep: rounds until the planner stops (the last round is returned)."""
     planner = study.planner([p.candidate for p in points])
     by_id = {p.candidate.run_id: p.candidate for p in points}
+    grid = planner.grid_cost()
     log = Log(plan_dir)
     n = log.last_round()
     relaunched: set[str] = set()  # a resumed run is relaunched once per launch, not forever
@@ -276,6 +278,7 @@ def run(points: list[Point], study: Study, plan_dir: Path, launch: Launch,
         ans = rnd.answer.to_json() if rnd.answer is not None else None
         log.append(log.rounds, [{
             "round": n, "spent": rnd.spent, "budget": study.budget, "unit": study.unit,
+            "grid": grid,  # what every point of the question's families would cost
             "answer": ans, "stop": rnd.stop, "sigma": rnd.sigma, "n_obs": rnd.n_obs,
             "chosen": [c.run_id for ch in rnd.chosen for c in ch.runs], "at": _now()}])
         summary = f"{study.question}: {ans['summary']}" if ans else study.question

@@ -172,9 +172,12 @@ def from_decisions(study: Study) -> Predictions | None:
     train = study.train.set_index("run_id", drop=False)
     status = dict(zip(study.df["run_id"], study.df["status"]))
     picked = selected_points(study.train)
-    out, tuning, not_run, failed, other = [], 0, 0, [], 0
+    out, tuning, not_run, failed, other, prior = [], 0, 0, [], 0, 0
     for r in decided:
         rid = str(r["run_id"])
+        if r.get("predicted_basis") == "prior":  # no run of its family yet: not a fit's
+            prior += 1
+            continue
         if rid not in train.index:
             if status.get(rid) not in (None, "ok"):
                 failed.append(f"`{rid}` ({status[rid]})")
@@ -200,7 +203,9 @@ def from_decisions(study: Study) -> Predictions | None:
     lines = [f"Each run the adaptive sweep chose was given a top-1 prediction with a 90% band for "
              f"one run before it trained (`{', '.join(str(f) for f in files)}`). "
              f"{len(decided)} decision(s): {len(scored)} scored (the tuning validation picks "
-             f"for its setting), {tuning} tuning run(s) not scored, {not_run} not run yet"
+             f"for its setting), {prior} made from the prior alone (the start design, before "
+             f"any run of their family: not a fit's prediction, not scored), {tuning} tuning "
+             f"run(s) not scored, {not_run} not run yet"
              + (f", {len(failed)} failed: {', '.join(failed)}" if failed else "")
              + (f", {other} with an ok row the report does not compare" if other else "") + "."]
     if bands - {BAND}:
@@ -210,9 +215,14 @@ def from_decisions(study: Study) -> Predictions | None:
                  f"(the sum of their rows' train_flops); the study's ok rows hold "
                  f"{fmt_flops(float(study.train['train_flops'].sum()))}.")
     if rounds and isinstance(rounds[-1].get("spent"), int | float):
+        last = rounds[-1]
         unit = next((str(r["cost_unit"]) for r in decided if r.get("cost_unit")), "budget units")
-        lines.append(f"The sweep's last round had spent {_g(rounds[-1]['spent'])} of its budget "
-                     f"{_g(rounds[-1].get('budget'))} ({unit}).")
+        grid = last.get("grid")
+        saved = (f"; the whole grid (every point of the question's families) would cost "
+                 f"{_g(grid)}: the sweep spent {last['spent'] / grid:.1%} of it"
+                 if isinstance(grid, int | float) and grid > 0 else "")
+        lines.append(f"The sweep's last round had spent {_g(last['spent'])} of its budget "
+                     f"{_g(last.get('budget'))} ({unit}){saved}.")
     return Predictions("decisions", scored, lines, skipped, rounds)
 
 
