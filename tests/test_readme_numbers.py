@@ -134,7 +134,29 @@ def _internals():
              "class token at 0 px) gives {} px", list(span))]
 
 
-CLAIMS = {"demo": _demo, "fashion_mnist_compute": _compute, "fashion_mnist_scaling": _scaling,
+def _adaptive():
+    """fashion_mnist_adaptive: its spend and answer (plan/rounds.jsonl), the whole grid's answer
+    (the same surrogate on fashion_mnist_compute's rows), and its predictions' coverage."""
+    from benchbench.adaptive.design import Planner
+    from benchbench.bench.planner import fashion_pool
+
+    s = "fashion_mnist_adaptive"
+    rounds = [json.loads(x) for x in (REPO / "results" / s / "plan" / "rounds.jsonl")
+              .read_text().splitlines() if x.strip()]
+    last = rounds[-1]
+    cands, pool_rows = fashion_pool(REPO / "results" / "fashion_mnist_compute")
+    grid = Planner("crossover", cands, 1e30)
+    cover = _finding(s, r"\*\*(\d+ of \d+) runs inside their 90% bands")
+    return [("stopped after round {} with {} runs and {:.4g} train FLOPs, {:.1%} of the whole "
+             "grid's {:.4g}", [last["round"], len(_rows(s)), last["spent"],
+                               last["spent"] / last["grid"], last["grid"]]),
+            ("Its answer: {}.", [last["answer"]["summary"]]),
+            ("whole grid's answer (the same surrogate on all {} runs): {}.",
+             [len(pool_rows), grid.question.answer(grid.posterior(pool_rows)).summary()]),
+            ("{} scored predictions fell inside their 90% bands", list(cover))]
+
+
+CLAIMS = {"demo": _demo, "fashion_mnist_adaptive": _adaptive, "fashion_mnist_compute": _compute, "fashion_mnist_scaling": _scaling,
           "transfer_demo": _transfer, "seed_vit_fashion_mnist": _seed_vit,
           "fashion_mnist_internals": _internals}
 
