@@ -180,7 +180,8 @@ def test_holdout_scores_only_dearer_settings_on_the_familys_frontier(tmp_path):
     pred = holdout_of(tmp_path, rows)
     assert "ViT-micro/16" not in set(pred.scored["model"])
     assert len(pred.scored) == 4
-    assert any("off the family's frontier" in x and "ViT-micro/16" in x for x in pred.lines)
+    assert any("off the family's frontier" in x and "ViT-micro/16 at 1 TFLOPs" in x
+               for x in pred.lines)
 
 
 def test_prior_only_predictions_are_not_scored_and_the_grid_saving_is_said(adaptive_dir):

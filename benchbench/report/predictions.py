@@ -258,7 +258,8 @@ def holdout(study: Study) -> Predictions:
         if len(off):
             lines.append(f"- {fam}: {len(off)} dearer setting(s) off the family's frontier "
                          f"(beaten by a cheaper one) are not scored: "
-                         + ", ".join(sorted(map(str, off["model"].unique()))) + ".")
+                         + ", ".join(f"{m} at {fmt_flops(float(c))}" for m, c in
+                                     zip(off["model"], off["train_flops"])) + ".")
         if cheap["x"].round(X_DECIMALS).nunique() < 2 or len(dear) < 2:
             lines.append(f"- {fam}: skipped: {len(p)} setting(s) at {len(xs)} compute(s); "
                          f"the cheaper half needs 2 computes on its frontier and the dearer "
@@ -291,7 +292,9 @@ def holdout(study: Study) -> Predictions:
                             "seed": r["seed"], "train_flops": float(r["train_flops"]),
                             "predicted": m, "lo": m - band, "hi": m + band,
                             "observed": float(r["acc"])})
-    lines.append(f"- one run's noise s.d. in the bands: {100 * post.sigma:.2f} points (seeds, "
+    source = ("the seeds' pooled s.d." if reps else
+              f"the default {100 * model.SIGMA_DEFAULT:.2f} points: no cheaper setting repeats a seed")
+    lines.append(f"- one run's noise s.d. in the bands: {100 * post.sigma:.2f} points ({source}, "
                  f"floored by the fit's scatter).")
     return Predictions("holdout", _score(pd.DataFrame(out, columns=COLUMNS[:-2])), lines)
 
