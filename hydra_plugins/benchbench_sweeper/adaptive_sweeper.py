@@ -17,8 +17,6 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 
 
 @dataclass
@@ -54,18 +52,12 @@ def _sweep(self: BasicSweeper, arguments: list[str]) -> Any:
     from benchbench.adaptive import sweep
     from benchbench.launch_checks import _redact_file
     from benchbench.paths import abs_path
+    from hydra_plugins.benchbench_sweeper.benchbench_sweeper import expand_grid
 
     assert self.config is not None and self.launcher is not None
     assert self.hydra_context is not None
     study = sweep.Study.of(self.config.study)  # before composing: a bad key is instant
-    loader = self.hydra_context.config_loader
-    parser = OverridesParser.create(config_loader=loader)
-    overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-    grid = [p for batch in self.split_arguments(overrides, None) for p in batch]
-
-    sweep_dir = Path(str(self.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+    grid, loader, sweep_dir = expand_grid(self, arguments)
     _redact_file(sweep_dir / "multirun.yaml")  # no job may run to mask its secrets
     points = [(list(over), loader.load_sweep_config(master_config=self.config,
                                                     sweep_overrides=list(over)))

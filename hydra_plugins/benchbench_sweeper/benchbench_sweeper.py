@@ -60,15 +60,7 @@ class BenchbenchSweeper(BasicSweeper):
             from hydra_plugins.benchbench_sweeper.adaptive_sweeper import sweep_adaptively
 
             return sweep_adaptively(self, arguments)
-        assert self.hydra_context is not None
-        loader = self.hydra_context.config_loader
-        parser = OverridesParser.create(config_loader=loader)
-        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-        grid = [p for batch in self.split_arguments(overrides, None) for p in batch]
-
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        grid, loader, sweep_dir = expand_grid(self, arguments)
         if self.skip_done or str(self.config.task.name) == "replay":
             composed = {tuple(o): loader.load_sweep_config(master_config=self.config,
                                                            sweep_overrides=list(o))
@@ -93,3 +85,17 @@ class BenchbenchSweeper(BasicSweeper):
             initial_job_idx += len(batch)
             returns.append(results)
         return returns
+
+
+def expand_grid(sweeper: BasicSweeper, arguments: list[str]) -> tuple[list[list[str]], Any, Path]:
+    """The basic sweeper's grid (hydra.sweeper.params, then the command line), its config
+    loader, and the sweep dir with multirun.yaml saved in it (both benchbench sweepers)."""
+    assert sweeper.config is not None and sweeper.hydra_context is not None
+    loader = sweeper.hydra_context.config_loader
+    parser = OverridesParser.create(config_loader=loader)
+    overrides = parser.parse_overrides([*sweeper._parse_config(), *arguments])
+    grid = [p for batch in sweeper.split_arguments(overrides, None) for p in batch]
+    sweep_dir = Path(str(sweeper.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
+    return grid, loader, sweep_dir
