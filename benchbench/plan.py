@@ -5,7 +5,8 @@ choice of config groups, the other overrides applied as Hydra applies them): its
 state (status.state_of), its exact train_flops (the row's own functions: the analytic ViT
 count or the meta-built model's count, train.resolve_budget, measure.train_flops), its
 predicted device time (task=measure rows, else an assumed MFU x the device's peak) and, where
-the study's frontier fits say it, a predicted top-1 with a 90% band. No model is trained and
+the rows' frontier surrogate says it (benchbench.adaptive, the sweep's own), a predicted top-1
+with a 90% band for one run. No model is trained and
 no ViT is built.
 """
 from __future__ import annotations
@@ -154,22 +155,30 @@ def bill(cfg: Any) -> dict[str, Any]:
 
 class Evidence:
     """What a results dir's rows say about speed (task=measure rows) and accuracy (the
-    frontier fits of train_flops, per family, as benchbench-report fits them)."""
+    adaptive sweep's surrogate, benchbench.adaptive: each family's frontier, fitted from
+    three runs on, the same model that writes the sweep's pre-registered predictions)."""
 
-    def __init__(self, rdir: Path, n_boot: int = 200):
+    def __init__(self, rdir: Path):
+        from benchbench.adaptive.design import Planner, from_rows
         from benchbench.errors import ResultsError
-        from benchbench.report.load import aggregate_points, load_study
-        from benchbench.report.scaling import fit_families
+        from benchbench.report.load import load_study
+        from benchbench.results import load_rows
 
-        self.measure, self.fits, self.why = None, {}, f"no ok rows in {rdir} to fit"
+        self.measure, self.post, self.range = None, None, {}
+        self.why = f"no ok task=train rows in {rdir} to fit"
         try:
-            study = load_study(rdir)
+            self.measure = load_study(rdir).measure
         except ResultsError:
             return
-        self.measure = study.measure
-        if len(study.train):
-            self.fits = fit_families(aggregate_points(study.train), "compute", n_boot=n_boot)
-            self.why = f"no frontier fit in {rdir}"
+        cands, rows = from_rows(load_rows(rdir)[0])
+        if not cands:
+            return
+        fams = sorted({c.family for c in cands})
+        planner = Planner("frontier", cands, sum(c.cost for c in cands), families=fams)
+        self.post = planner.posterior(rows)
+        for f in fams:
+            xs = [c.x for c in cands if c.family == f]
+            self.range[f] = (min(xs), max(xs))
 
     def speed(self, model: str, image_size: int) -> dict[str, Any] | None:
         m = self.measure
@@ -184,19 +193,20 @@ class Evidence:
                 "device": str(m["device"].iloc[0]), "power_w": float(power)}
 
     def accuracy(self, family: str, flops: float) -> dict[str, Any]:
-        fit = self.fits.get(family)
-        if fit is None or not fit.fitted:
-            why = "; ".join(fit.reasons) if fit is not None else self.why
-            return {"top1_basis": f"none: {why}"}
-        lo, hi = (float(v[0]) for v in fit.band([flops], level=BAND))
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            return {"top1_basis": "none: the fit has no bootstrap band"}
-        where = "inside" if fit.x_range[0] <= flops <= fit.x_range[1] else "extrapolated beyond"
-        return {"predicted_top1": round(1 - float(fit.predict(flops)), 4),
-                "predicted_top1_lo": round(1 - hi, 4), "predicted_top1_hi": round(1 - lo, 4),
-                "top1_basis": f"{family} frontier fit on {fit.n_points} points, {where} its "
-                              f"range; {BAND:.0%} band" + (" (untrusted: " + "; ".join(
-                                  fit.reasons) + ")" if fit.reasons else "")}
+        from benchbench.adaptive.design import predict
+
+        if self.post is None:
+            return {"top1_basis": f"none: {self.why}"}
+        if family not in self.range:
+            return {"top1_basis": f"none: no ok {family} row to fit"}
+        x = math.log10(flops)
+        m, lo, hi = predict(self.post, family, x)
+        a, b = self.range[family]
+        where = "inside" if a <= x <= b else "extrapolated beyond"
+        return {"predicted_top1": round(m, 4), "predicted_top1_lo": round(lo, 4),
+                "predicted_top1_hi": round(hi, 4),
+                "top1_basis": f"{family} frontier surrogate on {self.post.n_obs[family]} run(s), "
+                              f"{where} its range; {BAND:.0%} band for one run"}
 
 
 def plan_rows(grid: list[tuple[list[str], Any]], *, device: str = "H100",

@@ -139,3 +139,40 @@ def test_points_that_are_one_run_are_billed_once(capsys, tmp_path):
     assert len(runs) == 3
     assert "4 points, 3 distinct runs" in out
     assert f"train FLOPs: {sum(runs.values()):.4g} in all" in out
+
+
+def test_predicted_top1_is_the_sweeps_surrogate_on_the_results_dirs_rows(capsys):
+    """Where the rows can say it, each point gets the family frontier's top-1 at its compute
+    with a 90% band for one run: the adaptive sweep's own model (benchbench.adaptive), so
+    the bill and the sweep's pre-registered predictions agree."""
+    import math
+
+    from conftest import REPO
+
+    from benchbench.adaptive.design import Planner, from_rows, predict
+    from benchbench.results import load_rows
+
+    pool = REPO / "results" / "fashion_mnist_compute"
+    code, rows, _, _ = _plan(capsys, "study=fashion_mnist_compute", "train.epochs=2,6,18")
+    assert code == 0
+    cands, by_id = from_rows(load_rows(pool)[0])
+    post = Planner("frontier", cands, sum(c.cost for c in cands), families=["bit", "vit"]
+                   ).posterior(by_id)
+    assert any(r["state"] == "missing" for r in rows)
+    for r in rows:
+        fam = "vit" if r["model"].startswith("ViT") else "bit"
+        xs = [c.x for c in cands if c.family == fam]
+        inside = min(xs) <= math.log10(float(r["train_flops"])) <= max(xs)
+        assert ("inside" if inside else "extrapolated beyond") in r["top1_basis"]
+        m, lo, hi = predict(post, fam, math.log10(float(r["train_flops"])))
+        assert float(r["predicted_top1"]) == pytest.approx(m, abs=1e-4)
+        assert 0 <= float(r["predicted_top1_lo"]) < float(r["predicted_top1"]) \
+            < float(r["predicted_top1_hi"]) <= 1
+        assert f"{fam} frontier surrogate on 6 run(s)" in r["top1_basis"]
+
+
+def test_no_rows_no_prediction(capsys, tmp_path):
+    code, rows, _, _ = _plan(capsys, "model=vit_micro", "train.steps=3", "data.train_size=64",
+                             f"results.dir={tmp_path}")
+    assert code == 0 and rows[0]["predicted_top1"] == ""
+    assert rows[0]["top1_basis"].startswith("none: no ok task=train rows")

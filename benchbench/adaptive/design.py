@@ -226,9 +226,7 @@ class Planner:
                          if c.run_id in rows or c.run_id in decided))
 
     def _prediction(self, post: model.Posterior, s: _Setting) -> tuple[float, float, float]:
-        m = float(post.mean(s.family, s.x)[0])
-        band = Z90 * math.sqrt(float(post.sd(s.family, s.x)[0]) ** 2 + post.sigma ** 2)
-        return (m, max(m - band, 0.0), min(m + band, 1.0))  # a top-1 is a fraction
+        return predict(post, s.family, s.x)
 
     @staticmethod
     def _basis(post: model.Posterior, s: _Setting) -> str:
@@ -349,3 +347,24 @@ def _get(cfg: Any, path: str) -> Any:
     for part in path.split("."):
         cfg = cfg.get(part) if isinstance(cfg, dict) else None
     return cfg
+
+
+def from_rows(rows: list[dict[str, Any]]) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
+    """A results dir's ok task=train rows as candidates (cost = train FLOPs) and run_id ->
+    row: the pool a planner fits (benchbench-plan's predictions, make bench-planner)."""
+    rows = [r for r in rows if r.get("status") == "ok" and r.get("task", "train") == "train"
+            and isinstance(r.get("config"), dict) and (r.get("train_flops") or 0) > 0]
+    cands = []
+    for i, r in enumerate(sorted(rows, key=lambda r: r["run_id"])):
+        setting, tuning, seed = identify(r["config"])
+        f = float(r["train_flops"])
+        cands.append(Candidate(i, (), r["run_id"], r["family"], setting, tuning, seed, f, f))
+    return cands, {r["run_id"]: r for r in rows}
+
+
+def predict(post: model.Posterior, family: str, x: float) -> tuple[float, float, float]:
+    """One run's top-1 at log10 FLOPs x: the curve's mean and a 90% band (curve s.d. and
+    seed noise), clipped to [0, 1]."""
+    m = float(post.mean(family, x)[0])
+    band = Z90 * math.sqrt(float(post.sd(family, x)[0]) ** 2 + post.sigma ** 2)
+    return (m, max(m - band, 0.0), min(m + band, 1.0))

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from benchbench.adaptive.design import Candidate, Planner, identify
+from benchbench.adaptive.design import Candidate, Planner, from_rows
 from benchbench.adaptive.model import pooled_sd
 from benchbench.adaptive.questions import reached
 from benchbench.errors import ConfigError
@@ -58,16 +58,10 @@ def fashion_pool(results: Path = FASHION) -> Pool:
     """The committed rows as a pool: family from the row, setting/tuning/seed by identify."""
     from benchbench.results import load_rows
 
-    rows, _ = load_rows(results)
-    rows = [r for r in rows if r.get("status") == "ok" and r.get("task", "train") == "train"]
+    cands, rows = from_rows(load_rows(results)[0])
     if not rows:
         raise ConfigError(f"no ok rows under {results}; pass --fashion DIR with a study's rows.")
-    cands = []
-    for i, r in enumerate(sorted(rows, key=lambda r: r["run_id"])):
-        setting, tuning, seed = identify(r["config"])
-        f = float(r["train_flops"])
-        cands.append(Candidate(i, (), r["run_id"], r["family"], setting, tuning, seed, f, f))
-    return cands, {r["run_id"]: r for r in rows}
+    return cands, rows
 
 
 def measured_noise(pool: Pool) -> float:
