@@ -183,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
 
         for line in status_lines(s["row"] for _, s in states if s["state"] == "ok"):
             print(line)
+        if grid and not isinstance(grid[0][1], BaseException):
+            from benchbench import point
+            from benchbench.adaptive.sweep import status_lines as adaptive_lines
+
+            plan_dir = Path(point.abs_path(str(grid[0][1].results.dir))) / "plan"
+            for line in adaptive_lines(plan_dir, [s["run_id"] for _, s in states
+                                                  if s["state"] == "missing"]):
+                print(line)
     return 0
 
 

@@ -50,16 +50,16 @@ def pool_flops() -> float:
     return sum(r["train_flops"] for r, _ in rows_of(POOL).values())
 
 
-def test_replayed_study_stays_in_budget_and_decides_each_run_before_its_row(tmp_path):
+def test_replayed_study_stays_in_budget_and_decides_each_run_before_its_row(tmp_path, capsys):
     """The fashion_mnist_compute grid replayed from its committed rows (no training) with a
     quarter of its compute: every row written was decided first, with a prediction, and
     the rows' train FLOPs stay within the budget."""
     budget = 0.25 * pool_flops()
     rdir = tmp_path / "r"
-    code, out, err = finish(cli(
-        "study=fashion_mnist_compute", "hydra/sweeper=adaptive", "task=replay",
-        f"replay.pool={POOL}", "study.question=crossover", f"study.budget_flops={budget}",
-        f"results.dir={rdir}", cwd=tmp_path))
+    args = ["study=fashion_mnist_compute", "hydra/sweeper=adaptive", "task=replay",
+            f"replay.pool={POOL}", "study.question=crossover", f"study.budget_flops={budget}",
+            f"results.dir={rdir}"]
+    code, out, err = finish(cli(*args, cwd=tmp_path))
     assert code == 0, err[-3000:]
     rows = rows_of(rdir)
     decisions = jsonl(rdir / "plan" / "decisions.jsonl")
@@ -79,6 +79,17 @@ def test_replayed_study_stays_in_budget_and_decides_each_run_before_its_row(tmp_
         assert datetime.fromisoformat(d["decided_at"]).timestamp() <= path.stat().st_mtime
     rounds = jsonl(rdir / "plan" / "rounds.jsonl")
     assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
+    # benchbench-status says where the sweep stopped and that the points it never chose are
+    # not unfinished work
+    from benchbench import status
+
+    capsys.readouterr()
+    assert status.main(args) == 0
+    said = capsys.readouterr().out
+    missing = sum(ln.startswith("missing ") for ln in said.splitlines())
+    assert f"stopped after round {rounds[-1]['round']}: {rounds[-1]['stop']}" in said
+    assert f"{len(decisions)} run(s) decided" in said
+    assert f"{missing} missing point(s) were never chosen by the sweep" in said and missing
     assert all(r["grid"] == pytest.approx(pool_flops()) for r in rounds)  # the grid's cost
     assert rounds[-1]["stop"] and all(r["spent"] <= budget for r in rounds)
     assert rounds[-1]["answer"]["question"] == "crossover"

@@ -302,3 +302,28 @@ def _launch(launch: Launch, batch: list[list[str]], say: Callable[[str], None]) 
     if bad:  # failed rows are data: the planner reads them, the sweep goes on
         say(f"benchbench: adaptive: {len(bad)} of {len(batch)} run(s) did not end ok ("
             + ", ".join(sorted({str(o.get('status')) for o in bad})) + ")")
+
+
+def status_lines(plan_dir: Path, missing: list[str]) -> list[str]:
+    """benchbench-status's summary of an adaptive sweep in this results dir: where its last
+    round stopped, and which missing points it never chose (they are not unfinished work)."""
+    log = Log(plan_dir)
+    rounds = log.read(log.rounds)
+    if not rounds:
+        return []
+    last = rounds[-1]
+    decided = {d.get("run_id") for d in log.read(log.decisions)}
+    unit = str(last.get("unit") or "flops")
+    spent = (f"spent {_money(float(last['spent']), unit)} of "
+             f"{_money(float(last['budget']), unit)}"
+             if isinstance(last.get("spent"), int | float)
+             and isinstance(last.get("budget"), int | float) else "")
+    where = (f"stopped after round {last.get('round')}: {last['stop']}" if last.get("stop")
+             else f"at round {last.get('round')} (not stopped: a sweep running or killed)")
+    out = [f"adaptive sweep ({log.rounds}): {where}; {len(decided)} run(s) decided"
+           + (f", {spent}" if spent else "")]
+    never = [m for m in missing if m not in decided]
+    if never:
+        out.append(f"{len(never)} missing point(s) were never chosen by the sweep: not "
+                   f"unfinished work (a relaunch with a larger budget may choose them)")
+    return out
