@@ -188,7 +188,12 @@ def test_study_keys_convert_the_device_budget_to_seconds_and_targets_to_log10():
     s = Study.of(OmegaConf.create({"question": "frontier", "budget_device_h": 2,
                                    "targets": [1e11, 1e13], "families": ["vit"]}))
     assert (s.budget, s.unit, s.targets, s.families) == (7200.0, "device_s", [11.0, 13.0], ["vit"])
-    assert (s.batch, s.start, s.min_gain) == (4, 3, 0.01)
+    assert (s.batch, s.start, s.min_gain, s.start_share) == (4, 3, 0.01, 0.5)
+    from test_adaptive import pool
+
+    s = Study.of(OmegaConf.create({"question": "frontier", "budget_flops": 1e20,
+                                   "start_share": 0.2}))
+    assert s.planner(pool(seeds=1)[0]).start_share == 0.2
     with pytest.raises(ConfigError, match="exactly one budget: .*, not both"):
         Study.of(OmegaConf.create({"question": "crossover", "budget_flops": 1e12,
                                    "budget_device_h": 1}))

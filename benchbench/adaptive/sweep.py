@@ -42,6 +42,7 @@ class Study:
     batch: int
     start: int
     min_gain: float
+    start_share: float = 0.5
 
     @classmethod
     def of(cls, study: Any) -> Study:
@@ -74,12 +75,14 @@ class Study:
         return cls(str(q), budget, unit, study.get("target_ci"), targets,
                    None if fams is None else [str(f) for f in fams],
                    int(_or(study.get("batch"), 4)), int(_or(study.get("start"), 3)),
-                   float(_or(study.get("min_gain"), 0.01)))
+                   float(_or(study.get("min_gain"), 0.01)),
+                   float(_or(study.get("start_share"), 0.5)))
 
     def planner(self, candidates: list[Candidate]) -> Planner:
         return Planner(self.question, candidates, self.budget, batch=self.batch,
                        target_ci=self.target_ci, start=self.start, families=self.families,
-                       targets=self.targets, min_gain=self.min_gain)
+                       targets=self.targets, min_gain=self.min_gain,
+                       start_share=self.start_share)
 
 
 def _or(v: Any, default: Any) -> Any:
