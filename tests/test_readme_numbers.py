@@ -144,15 +144,23 @@ def _adaptive():
     rounds = [json.loads(x) for x in (REPO / "results" / s / "plan" / "rounds.jsonl")
               .read_text().splitlines() if x.strip()]
     last = rounds[-1]
+    from benchbench.adaptive.design import from_rows
+    from benchbench.adaptive.questions import reached
+    from benchbench.results import load_rows
+
     cands, pool_rows = fashion_pool(REPO / "results" / "fashion_mnist_compute")
     grid = Planner("crossover", cands, 1e30)
+    ref = grid.question.answer(grid.posterior(pool_rows))
+    mine = grid.question.answer(grid.posterior(from_rows(load_rows(REPO / "results" / s)[0])[1]))
+    assert mine.summary() == last["answer"]["summary"]  # the sweep's rows give its answer
+    assert reached(mine, ref), "the README says the sweep's answer is inside the grid's"
     cover = _finding(s, r"\*\*(\d+ of \d+) runs inside their 90% bands")
     return [("stopped after round {} with {} runs and {:.4g} train FLOPs, {:.1%} of the whole "
              "grid's {:.4g}", [last["round"], len(_rows(s)), last["spent"],
                                last["spent"] / last["grid"], last["grid"]]),
             ("Its answer: {}.", [last["answer"]["summary"]]),
             ("whole grid's answer (the same surrogate on all {} runs): {}.",
-             [len(pool_rows), grid.question.answer(grid.posterior(pool_rows)).summary()]),
+             [len(pool_rows), ref.summary()]),
             ("{} scored predictions fell inside their 90% bands", list(cover))]
 
 
