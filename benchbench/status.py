@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         if grid and not isinstance(grid[0][1], BaseException):
             from benchbench import point
-            from benchbench.adaptive.sweep import status_lines as adaptive_lines
+            from benchbench.adaptive.log import status_lines as adaptive_lines
 
             plan_dir = Path(point.abs_path(str(grid[0][1].results.dir))) / "plan"
             for line in adaptive_lines(plan_dir, [s["run_id"] for _, s in states

@@ -12,9 +12,7 @@ measured time).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchbench.adaptive.design import Candidate, Planner, Round, identify
+from benchbench.adaptive.log import Log, money
 from benchbench.adaptive.questions import QUESTIONS
 from benchbench.errors import ConfigError
 
@@ -164,50 +163,6 @@ def _price(out: list[Point], train: list[tuple[int, list[str], Any]], unit: str)
         out[i] = Point(replace(c, train_flops=float(flops), cost=float(cost)), out[i].rdir)
 
 
-class Log:
-    """plan/decisions.jsonl (one line per chosen run, written before it trains) and
-    plan/rounds.jsonl (one line per round); appended, fsynced, a cut last line skipped."""
-
-    def __init__(self, plan_dir: Path):
-        self.dir = plan_dir
-        self.decisions = plan_dir / "decisions.jsonl"
-        self.rounds = plan_dir / "rounds.jsonl"
-
-    @staticmethod
-    def read(path: Path) -> list[dict[str, Any]]:
-        out = []
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # the line a kill cut short: it launched nothing
-        return out
-
-    def append(self, path: Path, records: list[dict[str, Any]]) -> None:
-        from benchbench.errors import ResultsError
-        from benchbench.results import sanitize
-
-        text = "".join(json.dumps(sanitize(r), default=str) + "\n" for r in records)
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                if os.fstat(fd).st_size and not path.read_bytes().endswith(b"\n"):
-                    text = "\n" + text  # after a cut line, start a fresh one
-                os.write(fd, text.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise ResultsError(f"cannot write {path}: {e.strerror or e}; set results.dir=<a "
-                               f"writable folder>.") from None
-
-    def last_round(self) -> int:
-        return max((int(r.get("round") or 0) for p in (self.decisions, self.rounds)
-                    for r in self.read(p)), default=0)
-
-
 def read_rows(points: list[Point]) -> dict[str, dict[str, Any]]:
     """run_id -> row of every point with a finished row (an interrupted one holds nothing)."""
     from benchbench import results
@@ -251,10 +206,6 @@ def decisions(rnd: Round, n: int, study: Study) -> list[dict[str, Any]]:
     return out
 
 
-def _money(x: float, unit: str) -> str:
-    return f"{x:.4g} FLOPs" if unit == "flops" else f"{x / 3600:.4g} device-h"
-
-
 def run(points: list[Point], study: Study, plan_dir: Path, launch: Launch,
         say: Callable[[str], None] = print) -> Round:
     """The sweep: rounds until the planner stops (the last round is returned)."""
@@ -287,15 +238,15 @@ def run(points: list[Point], study: Study, plan_dir: Path, launch: Launch,
         summary = f"{study.question}: {ans['summary']}" if ans else study.question
         if rnd.stop:
             say(f"benchbench: adaptive sweep stopped after round {n}: {rnd.stop}. Spent "
-                f"{_money(rnd.spent, study.unit)} of {_money(study.budget, study.unit)}; "
+                f"{money(rnd.spent, study.unit)} of {money(study.budget, study.unit)}; "
                 f"{summary}. Decisions: {log.decisions}")
             return rnd
         recs = decisions(rnd, n, study)
         log.append(log.decisions, recs)  # before any of them trains
         cost = sum(ch.cost for ch in rnd.chosen)
-        say(f"benchbench: adaptive round {n}: spent {_money(rnd.spent, study.unit)} of "
-            f"{_money(study.budget, study.unit)}; {summary}; launching {len(recs)} run(s) "
-            f"({len(rnd.chosen)} setting(s), {_money(cost, study.unit)})")
+        say(f"benchbench: adaptive round {n}: spent {money(rnd.spent, study.unit)} of "
+            f"{money(study.budget, study.unit)}; {summary}; launching {len(recs)} run(s) "
+            f"({len(rnd.chosen)} setting(s), {money(cost, study.unit)})")
         _launch(launch, [r["overrides"] for r in recs], say)
 
 
@@ -305,28 +256,3 @@ def _launch(launch: Launch, batch: list[list[str]], say: Callable[[str], None]) 
     if bad:  # failed rows are data: the planner reads them, the sweep goes on
         say(f"benchbench: adaptive: {len(bad)} of {len(batch)} run(s) did not end ok ("
             + ", ".join(sorted({str(o.get('status')) for o in bad})) + ")")
-
-
-def status_lines(plan_dir: Path, missing: list[str]) -> list[str]:
-    """benchbench-status's summary of an adaptive sweep in this results dir: where its last
-    round stopped, and which missing points it never chose (they are not unfinished work)."""
-    log = Log(plan_dir)
-    rounds = log.read(log.rounds)
-    if not rounds:
-        return []
-    last = rounds[-1]
-    decided = {d.get("run_id") for d in log.read(log.decisions)}
-    unit = str(last.get("unit") or "flops")
-    spent = (f"spent {_money(float(last['spent']), unit)} of "
-             f"{_money(float(last['budget']), unit)}"
-             if isinstance(last.get("spent"), int | float)
-             and isinstance(last.get("budget"), int | float) else "")
-    where = (f"stopped after round {last.get('round')}: {last['stop']}" if last.get("stop")
-             else f"at round {last.get('round')} (not stopped: a sweep running or killed)")
-    out = [f"adaptive sweep ({log.rounds}): {where}; {len(decided)} run(s) decided"
-           + (f", {spent}" if spent else "")]
-    never = [m for m in missing if m not in decided]
-    if never:
-        out.append(f"{len(never)} missing point(s) were never chosen by the sweep: not "
-                   f"unfinished work (a relaunch with a larger budget may choose them)")
-    return out
