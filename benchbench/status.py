@@ -185,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         if grid and not isinstance(grid[0][1], BaseException):
             from benchbench import point
+            from benchbench.adaptive.log import PLAN
             from benchbench.adaptive.log import status_lines as adaptive_lines
 
-            plan_dir = Path(point.abs_path(str(grid[0][1].results.dir))) / "plan"
+            plan_dir = Path(point.abs_path(str(grid[0][1].results.dir))) / PLAN
             for line in adaptive_lines(plan_dir, [s["run_id"] for _, s in states
                                                   if s["state"] == "missing"]):
                 print(line)

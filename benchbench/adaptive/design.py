@@ -225,9 +225,6 @@ class Planner:
         return float(sum(c.cost for s in self.settings.values() for c in s.runs
                          if c.run_id in rows or c.run_id in decided))
 
-    def _prediction(self, post: model.Posterior, s: _Setting) -> tuple[float, float, float]:
-        return predict(post, s.family, s.x)
-
     @staticmethod
     def _basis(post: model.Posterior, s: _Setting) -> str:
         """'prior' before any run of the family (a start setting: the band is the prior's
@@ -259,7 +256,7 @@ class Planner:
                 s = self.settings[k]
                 rnd.chosen.append(Choice(open_[k], f"start: a space-filling setting of "
                                   f"{s.family} (10^{s.x:.2f} FLOPs)",
-                                  self._prediction(post, s), math.nan,
+                                  predict(post, s.family, s.x), math.nan,
                                   self._basis(post, s)))
                 left, allow = left - cost, allow - cost
         if rnd.chosen:
@@ -326,7 +323,7 @@ class Planner:
             rnd.chosen.append(Choice(pool.pop(k), (
                 f"shrinks the {self.question.name}'s variance by {gain / total:.1%} for "
                 f"{cost:.3g} (best gain per cost of {len(pool) + 1})"),
-                self._prediction(post, s), gain, self._basis(post, s)))
+                predict(post, s.family, s.x), gain, self._basis(post, s)))
             cov -= np.outer(v, v) / (var2 + j @ v)  # as if it had run: Sherman-Morrison
             left -= cost
         return rnd

@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+PLAN = "plan"  # <results.dir>/plan/: the sweep's logs
+DECISIONS, ROUNDS = "decisions.jsonl", "rounds.jsonl"
+
 
 class Log:
     """plan/decisions.jsonl (one line per chosen run, written before it trains) and
@@ -16,8 +19,8 @@ class Log:
 
     def __init__(self, plan_dir: Path):
         self.dir = plan_dir
-        self.decisions = plan_dir / "decisions.jsonl"
-        self.rounds = plan_dir / "rounds.jsonl"
+        self.decisions = plan_dir / DECISIONS
+        self.rounds = plan_dir / ROUNDS
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:

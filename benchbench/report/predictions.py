@@ -26,15 +26,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from benchbench.adaptive import model
+from benchbench.adaptive import log, model
 from benchbench.adaptive.design import Z90
 from benchbench.report import tables
 from benchbench.report.load import Study, aggregate_points, families_in, setting_key
 from benchbench.report.pareto import pareto_front
 from benchbench.units import fmt_flops
 
-DECISIONS = Path("plan") / "decisions.jsonl"
-ROUNDS = Path("plan") / "rounds.jsonl"
+DECISIONS = Path(log.PLAN) / log.DECISIONS
+ROUNDS = Path(log.PLAN) / log.ROUNDS
 BAND = 0.9  # the predictions' band (decisions carry theirs in `band`)
 NEEDED = ("run_id", "predicted_top1", "predicted_top1_lo", "predicted_top1_hi")
 X_DECIMALS = 2  # log10 computes within ~2% are one compute when halving a family's settings

@@ -50,6 +50,7 @@ def sweep_adaptively(sweeper: BasicSweeper, arguments: list[str]) -> Any:
 
 def _sweep(self: BasicSweeper, arguments: list[str]) -> Any:
     from benchbench.adaptive import sweep
+    from benchbench.adaptive.log import PLAN
     from benchbench.launch_checks import _redact_file
     from benchbench.paths import abs_path
     from hydra_plugins.benchbench_sweeper.benchbench_sweeper import expand_grid
@@ -63,7 +64,7 @@ def _sweep(self: BasicSweeper, arguments: list[str]) -> Any:
                                                     sweep_overrides=list(over)))
               for over in grid]
     cands = sweep.candidates(points, study.unit)
-    plan_dir = Path(abs_path(str(self.config.results.dir))) / "plan"
+    plan_dir = Path(abs_path(str(self.config.results.dir))) / PLAN
     returns: list[Any] = []
     job_idx = [0]
 
