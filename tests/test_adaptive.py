@@ -209,3 +209,24 @@ def test_start_predictions_say_they_are_the_priors_and_bands_stay_in_0_1():
     assert {ch.runs[0].family for ch in start if ch.basis == "prior"} == {"vit", "bit"}
     assert all(ch.basis.startswith("fit on ") for ch in later)
     assert all(0.0 <= ch.predicted[1] <= ch.predicted[2] <= 1.0 for rnd in log for ch in rnd.chosen)
+
+
+def test_where_the_grid_knows_no_sign_only_an_answer_that_claims_none_reaches_it():
+    """A crossing point estimate inside an interval that spans the whole range is noise: the
+    reference's answer is 'unknown', and an answer reaches it by claiming no sign either."""
+    from benchbench.adaptive.questions import Answer
+
+    ref = Answer("crossover", 11.9, (11.4, 11.9), 0.5, "decades", {11.5: 0}, undetermined=True)
+    vague = Answer("crossover", None, (11.4, 11.9), 0.5, "decades", {11.5: 0}, undetermined=True)
+    sure = Answer("crossover", 11.6, (11.55, 11.65), 0.1, "decades", {11.5: -1}, undetermined=False)
+    assert reached(vague, ref) and not reached(sure, ref)
+
+
+def test_the_crossover_is_asked_only_where_both_families_have_runs():
+    cands, _ = pool(seeds=1)
+    cut = [c for c in cands if not (c.family == "bit" and c.x < 16.0)]  # BiT starts at 10^16.3
+    q = Planner("crossover", cut, 1e30).question
+    assert q.x_range == (pytest.approx(min(c.x for c in cut if c.family == "bit")), 18.0)
+    apart = [c for c in cands if (c.family == "bit") == (c.x < 16.0)]  # no shared compute
+    with pytest.raises(ConfigError, match="computes do not overlap"):
+        Planner("crossover", apart, 1e30)

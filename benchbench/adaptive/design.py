@@ -135,7 +135,15 @@ class Planner:
             s.runs.append(c)
         mine = [c for c in candidates if c.family in families]
         x = [c.x for c in mine]
-        self.question = Question.make(question, families, targets, (min(x), max(x)))
+        lo, hi = min(x), max(x)
+        if question == "crossover":  # only where both families have runs: no held-flat verdict
+            lo = max(min(c.x for c in mine if c.family == f) for f in families)
+            hi = min(max(c.x for c in mine if c.family == f) for f in families)
+            if lo > hi:
+                raise ConfigError(f"the grid's {families[0]} and {families[1]} computes do not "
+                                  f"overlap, so no compute has runs of both; widen the grid "
+                                  f"(e.g. more epochs or sizes) before asking for a crossover.")
+        self.question = Question.make(question, families, targets, (lo, hi))
         self.x_ref = float(np.median(x))
         cheapest = min(self._visit_cost(s, set()) for s in self._mine())
         if budget < cheapest:

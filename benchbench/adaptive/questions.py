@@ -3,7 +3,8 @@
 next runs should shrink.
 
 - crossover: where the ViT-CNN difference d(x) = top1_A(x) - top1_B(x) changes sign, x =
-  log10(train FLOPs). Its interval is the set of computes where the sign is not known (|d| <
+  log10(train FLOPs), over the computes where both families have runs (never one family's
+  curve extrapolated against the other's runs). Its interval is the set of computes where the sign is not known (|d| <
   1.96 sd(d)), in decades; at a single crossing that is the delta-method interval of the
   crossing. It also gives the sign at each target budget (+1 A leads, -1 B leads, 0 unknown).
 - frontier: each family's top-1 at the target budgets inside the candidates' range.
@@ -34,6 +35,7 @@ class Answer:
     unit: str
     signs: dict[float, int] = field(default_factory=dict)  # target log10 FLOPs -> +1/-1/0
     values: dict[str, dict[float, tuple[float, float, float]]] = field(default_factory=dict)
+    undetermined: bool = False  # crossover: the sign is unknown at every target budget
 
     def summary(self) -> str:
         if self.question == "crossover":
@@ -126,15 +128,19 @@ class Question:
         signs = {t: int(np.sign(v)) if abs(v) >= Z95 * s else 0
                  for t, v, s in zip(self.targets, dt, sdt)}
         width = 0.0 if ci is None else ci[1] - ci[0]
-        return Answer("crossover", est, ci, width, "decades", signs=signs)
+        return Answer("crossover", est, ci, width, "decades", signs=signs,
+                      undetermined=not any(signs.values()))
 
 
 def reached(ans: Answer, ref: Answer) -> bool:
     """Does `ans` give the reference's (the full grid's) answer? crossover: the same verdict
     on whether there is a crossing, the crossing inside the reference's interval, and the
-    reference's sign at every target where that sign is known. frontier/extrapolate: every
-    estimate inside the reference's 95% interval."""
+    reference's sign at every target where that sign is known; where the reference knows the
+    sign at no target (its crossing, if any, is noise), the answer must not claim one either.
+    frontier/extrapolate: every estimate inside the reference's 95% interval."""
     if ref.question == "crossover":
+        if ref.undetermined:
+            return ans.undetermined
         if (ans.estimate is None) != (ref.estimate is None):
             return False
         if ref.estimate is not None:
